@@ -1,0 +1,11 @@
+"""The count bigram of the first lecture: a normalised, add-`smoothing` table of bigram counts."""
+
+from jax_makemore.config import base_config
+
+
+def get_config():
+    config = base_config()
+    config.model = "bigram_counts"
+    config.block_size = 1
+    config.num_steps = 0  # fitted by counting, not by gradient steps
+    return config

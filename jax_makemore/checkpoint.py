@@ -1,0 +1,106 @@
+"""Save and restore the whole train state with its config and vocabulary (orbax-checkpoint).
+
+Layout: `<workdir>/checkpoints/<step>/{state,meta}`. orbax writes each step into a temporary
+directory and renames it when complete, so a crash mid-save leaves the previous step readable;
+only the last `keep_checkpoints` steps are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+from jax_makemore.data import Vocab
+from jax_makemore.errors import UserError
+
+logging.getLogger("absl").setLevel(logging.ERROR)  # orbax is chatty at WARNING
+
+
+def checkpoint_dir(workdir: str | Path) -> Path:
+    return Path(workdir).resolve() / "checkpoints"
+
+
+def make_manager(
+    workdir: str | Path, keep: int = 2, read_only: bool = False
+) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        enable_async_checkpointing=False,  # the write is done when save() returns
+    )
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def has_checkpoint(workdir: str | Path) -> bool:
+    directory = checkpoint_dir(workdir)
+    return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    config: ml_collections.ConfigDict,
+    config_name: str,
+    vocab: Vocab,
+) -> None:
+    """Write `state` (any pytree of arrays) at `step` together with config and vocab."""
+    meta = {
+        "config_name": config_name,
+        "config": json.loads(config.to_json()),
+        "vocab": vocab.to_json(),
+    }
+    manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    )
+    manager.wait_until_finished()
+
+
+def restore_meta(
+    workdir: str | Path, step: int | None = None
+) -> tuple[ml_collections.ConfigDict, str, Vocab, int]:
+    """(config, config name, vocab, step) of the latest (or given) checkpoint in `workdir`."""
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"workdir '{workdir}' is a file, not a directory")
+    if not has_checkpoint(workdir):
+        raise UserError(
+            f"workdir '{workdir}' has no checkpoint; train first with python -m jax_makemore.train"
+        )
+    manager = make_manager(workdir, read_only=True)
+    step = manager.latest_step() if step is None else step
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        config = ml_collections.ConfigDict(meta["config"])
+        if "split_fractions" in config:
+            config.split_fractions = tuple(config.split_fractions)
+        return config, meta["config_name"], Vocab.from_json(meta["vocab"]), step
+    except UserError:
+        raise
+    except Exception as err:  # orbax raises many kinds; all mean the same to a user
+        raise UserError(
+            f"checkpoint {step} in '{checkpoint_dir(workdir)}' cannot be read ({type(err).__name__})"
+        ) from err
+
+
+def restore_state(workdir: str | Path, step: int, target: Any | None = None) -> Any:
+    """The state pytree saved at `step`; with `target` (an abstract or concrete state of the
+    same structure) it comes back with that structure, else as nested dicts of arrays."""
+    manager = make_manager(workdir, read_only=True)
+    try:
+        args = (
+            ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
+        )
+        return manager.restore(step, args=ocp.args.Composite(state=args))["state"]
+    except Exception as err:
+        raise UserError(
+            f"checkpoint {step} in '{checkpoint_dir(workdir)}' cannot be restored "
+            f"({type(err).__name__}); was it written by a different model or config?"
+        ) from err

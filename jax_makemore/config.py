@@ -1,0 +1,215 @@
+"""Resolve `--config NAME|PATH` to an ml_collections.ConfigDict and apply `--config.KEY=VALUE`.
+
+`NAME` is a file `configs/NAME.py`; a path to any `.py` file with `get_config()` works too.
+Overrides follow the Flax examples' convention and are typed by the default's type; an unknown
+key or a value of the wrong type is a one-line UserError naming the key.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from jax_makemore import DEFAULT_DATA_PATH, REPO_ROOT
+from jax_makemore.errors import UserError
+
+CONFIG_DIR = REPO_ROOT / "configs"
+
+#: Keys that must be positive integers when the model trains by gradient steps.
+POSITIVE_INT_KEYS = (
+    "batch_size",
+    "num_steps",
+    "block_size",
+    "n_embd",
+    "n_hidden",
+    "steps_per_call",
+)
+
+
+def available_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Keys every config has; a config file starts from this and changes what it needs."""
+    c = ml_collections.ConfigDict()
+    c.model = "mlp"  # bigram_counts | bigram | mlp
+    c.data_path = str(DEFAULT_DATA_PATH)
+    c.max_word_length = 10_000
+    c.seed = 1337
+    c.split_fractions = (0.8, 0.1, 0.1)
+    c.block_size = 3
+    # model sizes (ignored by models that do not use them)
+    c.n_embd = 10
+    c.n_hidden = 200
+    c.use_batchnorm = True
+    c.bn_momentum = 0.001
+    c.bn_eps = 1e-5
+    c.kaiming_gain = 5.0 / 3.0
+    c.smoothing = 1.0  # count bigram: add-k smoothing of the count table
+    # optimisation
+    c.num_steps = 200_000
+    c.batch_size = 32
+    c.full_batch = False  # True: every step uses the whole training split (the bigram lecture)
+    c.optimizer = "sgd"  # sgd | adamw
+    c.learning_rate = 0.1
+    c.lr_decay_factor = 0.1
+    c.lr_decay_steps = -1  # -1: half of num_steps
+    c.weight_decay = 0.0  # decoupled decay via optax.add_decayed_weights / adamw (kernels only)
+    c.l2_mean = 0.0  # the notes' `l2_mean * mean(W**2)` term, as equivalent per-matrix weight decay
+    # loop
+    c.steps_per_call = 1000  # steps fused into one compiled lax.scan
+    c.eval_every = 50_000
+    c.eval_batch_size = 8192
+    c.checkpoint_every = 50_000
+    c.keep_checkpoints = 2
+    c.num_samples = 10  # printed at the end of training
+    return c
+
+
+def load_config(name_or_path: str) -> tuple[ml_collections.ConfigDict, str]:
+    """Return (config, config name) for a config name or a path to a config file."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise UserError(f"config file '{name_or_path}' does not exist")
+        name = path.stem
+    else:
+        path = CONFIG_DIR / f"{name_or_path}.py"
+        if not path.is_file():
+            raise UserError(
+                f"unknown config '{name_or_path}'; available: {', '.join(available_configs())}"
+            )
+        name = name_or_path
+    spec = importlib.util.spec_from_file_location(f"jax_makemore_config_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise UserError(f"config file '{path}' has no get_config() function")
+    return module.get_config(), name
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    def bad(kind: str) -> UserError:
+        return UserError(f"--config.{key}={text!r}: expected {kind}")
+
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise bad("true or false")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                raise bad("an integer") from None
+            if as_float.is_integer():
+                return int(as_float)
+            raise bad("an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise bad("a number") from None
+    if isinstance(default, tuple | list):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise bad(f"a tuple like {tuple(default)}") from None
+        if not isinstance(value, tuple | list):
+            raise bad(f"a tuple like {tuple(default)}")
+        return tuple(value)
+    if isinstance(default, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]
+) -> None:
+    """Set each dotted `key` to `value` (a string parsed by the default's type), in place."""
+    for key, text in overrides:
+        node = config
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            if part not in node:
+                known = [".".join(parts[:depth] + [k]) for k in node.keys()]
+                close = difflib.get_close_matches(key, known, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise UserError(f"unknown config key '{key}'{hint}")
+            if depth < len(parts) - 1:
+                node = node[part]
+        with config.unlocked():
+            node[parts[-1]] = _parse_value(key, text, node[parts[-1]])
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Reject values no model can train with, naming the key."""
+    from jax_makemore.data import check_split_fractions
+    from jax_makemore.models import MODEL_NAMES
+
+    if config.model not in MODEL_NAMES:
+        raise UserError(
+            f"config key model={config.model!r}: expected one of {', '.join(MODEL_NAMES)}"
+        )
+    trains = config.model != "bigram_counts"
+    for key in POSITIVE_INT_KEYS:
+        if key in config and (trains or key == "block_size") and config[key] <= 0:
+            raise UserError(f"config key {key} must be > 0, got {config[key]}")
+    if config.num_steps < 0:
+        raise UserError(f"config key num_steps must be >= 0, got {config.num_steps}")
+    for key in ("eval_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size"):
+        if config[key] <= 0:
+            raise UserError(f"config key {key} must be > 0, got {config[key]}")
+    if config.optimizer not in ("sgd", "adamw"):
+        raise UserError(f"config key optimizer={config.optimizer!r}: expected sgd or adamw")
+    if config.smoothing < 0:
+        raise UserError(f"config key smoothing must be >= 0, got {config.smoothing}")
+    check_split_fractions(config.split_fractions)
+
+
+def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Separate `--config.KEY=VALUE` / `--config.KEY VALUE` overrides from the other arguments."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            body = arg[len("--config.") :]
+            if "=" in body:
+                key, value = body.split("=", 1)
+            elif i + 1 < len(argv):
+                key, value = body, argv[i + 1]
+                i += 1
+            else:
+                raise UserError(f"{arg} needs a value (--config.{body}=VALUE)")
+            overrides.append((key, value))
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def resolve(
+    name_or_path: str, overrides: Sequence[tuple[str, str]] = ()
+) -> tuple[ml_collections.ConfigDict, str]:
+    """load_config + apply_overrides + validate_config."""
+    config, name = load_config(name_or_path)
+    apply_overrides(config, overrides)
+    validate_config(config)
+    return config, name

@@ -1,0 +1,91 @@
+"""`python -m jax_makemore.evaluate --workdir DIR [--split S] [--data PATH] [--score WORD ...]`.
+
+Prints JSON on stdout: the split losses (mean NLL per character, the end token included, as in
+training and results.json), the loss on another file scored with the trained vocabulary, or each
+scored word's total NLL and NLL per character ("how name-like is this?").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from jax_makemore.data import context_windows, load_dataset, read_words
+from jax_makemore.errors import UserError, run_cli
+from jax_makemore.train import LoadedModel, evaluate_loss, load_trained, make_eval_step
+
+SPLITS = ("train", "val", "test")
+
+
+def split_losses(loaded: LoadedModel, splits: Sequence[str] = SPLITS) -> dict[str, float | None]:
+    """Mean NLL of each split of the training data, re-split exactly as in training."""
+    c = loaded.config
+    ds = load_dataset(
+        c.data_path,
+        c.block_size,
+        c.seed,
+        c.split_fractions,
+        vocab=loaded.vocab,
+        max_word_length=c.max_word_length,
+    )
+    eval_step = make_eval_step(loaded.model)
+    return {
+        s: evaluate_loss(eval_step, loaded.variables, *ds.split(s), c.eval_batch_size)
+        for s in splits
+    }
+
+
+def file_loss(loaded: LoadedModel, path: str) -> float:
+    """Mean NLL per character of every word of another file, with the trained vocabulary."""
+    words = read_words(path)
+    unknown = loaded.vocab.unknown_chars("".join(words))
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:10])
+        raise UserError(f"data file '{path}' has characters not in the trained vocabulary: {shown}")
+    X, Y = context_windows(words, loaded.vocab, loaded.config.block_size)
+    return evaluate_loss(
+        make_eval_step(loaded.model), loaded.variables, X, Y, loaded.config.eval_batch_size
+    )
+
+
+def score_words(loaded: LoadedModel, words: Sequence[str]) -> list[dict]:
+    """Total NLL and NLL per character (len(word) + 1 predictions, the end token included)."""
+    eval_step = make_eval_step(loaded.model)
+    out = []
+    for word in words:
+        loaded.vocab.encode(word)  # one-line error for characters outside the vocabulary
+        X, Y = context_windows([word], loaded.vocab, loaded.config.block_size)
+        mask = np.ones(len(Y), bool)
+        total = float(eval_step(loaded.variables, X, Y, mask))
+        out.append({"word": word, "nll": total, "nll_per_char": total / len(Y)})
+    return out
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jax_makemore.evaluate", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--split", choices=(*SPLITS, "all"), default="all")
+    parser.add_argument("--data", default=None, help="score every word of another file instead")
+    parser.add_argument(
+        "--score", nargs="+", default=None, metavar="WORD", help="score these words"
+    )
+    args = parser.parse_args(argv)
+    loaded = load_trained(args.workdir)
+    if args.score:
+        result: object = score_words(loaded, args.score)
+    elif args.data:
+        result = {"data": args.data, "loss": file_loss(loaded, args.data)}
+    else:
+        result = split_losses(loaded, SPLITS if args.split == "all" else (args.split,))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
