@@ -1,0 +1,50 @@
+"""Shared fixtures: small data files, tiny configs, and a subprocess runner for the CLIs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jax_makemore import DEFAULT_DATA_PATH
+from jax_makemore.config import resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def small_names(tmp_path: Path) -> Path:
+    """The first 1,500 names of the shipped data set."""
+    lines = DEFAULT_DATA_PATH.read_text(encoding="utf-8").splitlines()[:1500]
+    path = tmp_path / "small_names.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(name: str = "mlp", data_path: Path | str | None = None, **overrides):
+    """A named config shrunk for tests; keyword overrides are applied as `--config.K=V` strings."""
+    pairs = [(k, str(v)) for k, v in overrides.items()]
+    if data_path is not None:
+        pairs.append(("data_path", str(data_path)))
+    config, config_name = resolve(name, pairs)
+    config.num_samples = 0
+    return config, config_name
+
+
+def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 300, env=None):
+    """Run `python -m jax_makemore.<module> args...` and return the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.setdefault("JAX_PLATFORMS", "cpu")
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", f"jax_makemore.{module}", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        timeout=timeout,
+        env=full_env,
+    )

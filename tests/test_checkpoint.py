@@ -1,0 +1,72 @@
+import json
+
+import chex
+import pytest
+
+from conftest import tiny_config
+from jax_makemore import checkpoint as ckpt
+from jax_makemore.errors import UserError
+from jax_makemore.train import train_and_evaluate
+
+
+def _state(workdir):
+    _, _, _, step = ckpt.restore_meta(workdir)
+    return step, ckpt.restore_state(workdir, step)
+
+
+def test_resume_is_bit_identical_to_one_run(tmp_path, small_names):
+    common = dict(steps_per_call=500, lr_decay_steps=1500, checkpoint_every=1000, eval_every=1000)
+    config, name = tiny_config("mlp", small_names, num_steps=2000, **common)
+    straight = train_and_evaluate(config, name, tmp_path / "one")
+
+    config, name = tiny_config("mlp", small_names, num_steps=1000, **common)
+    train_and_evaluate(config, name, tmp_path / "two")
+    config, name = tiny_config("mlp", small_names, num_steps=2000, **common)
+    resumed = train_and_evaluate(config, name, tmp_path / "two", resume=True)
+
+    step_a, a = _state(tmp_path / "one")
+    step_b, b = _state(tmp_path / "two")
+    assert step_a == step_b == 2000
+    chex.assert_trees_all_equal(a["params"], b["params"])
+    chex.assert_trees_all_equal(a["batch_stats"], b["batch_stats"])
+    chex.assert_trees_all_equal(a["opt_state"], b["opt_state"])
+    assert straight["loss"] == resumed["loss"]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [500, 1000, 1500, 2000]  # appended, not restarted
+
+
+def test_checkpoint_holds_config_vocab_and_keys(tmp_path, small_names):
+    config, name = tiny_config("mlp", small_names, num_steps=200, steps_per_call=100, n_hidden=16)
+    train_and_evaluate(config, name, tmp_path / "w")
+    saved, saved_name, vocab, step = ckpt.restore_meta(tmp_path / "w")
+    assert saved_name == "mlp" and step == 200 and saved.n_hidden == 16
+    assert vocab.size == 27 and vocab.boundary == "."
+    state = ckpt.restore_state(tmp_path / "w", step)
+    assert set(state) >= {"params", "batch_stats", "opt_state", "step", "data_key"}
+
+
+def test_existing_checkpoint_is_never_silently_overwritten(tmp_path, small_names):
+    config, name = tiny_config("bigram_counts", small_names)
+    train_and_evaluate(config, name, tmp_path / "w")
+    before = sorted(p.name for p in ckpt.checkpoint_dir(tmp_path / "w").iterdir())
+    config, name = tiny_config("bigram_counts", small_names)
+    with pytest.raises(UserError, match="use --resume .* or --overwrite"):
+        train_and_evaluate(config, name, tmp_path / "w")
+    assert sorted(p.name for p in ckpt.checkpoint_dir(tmp_path / "w").iterdir()) == before
+    train_and_evaluate(config, name, tmp_path / "w", overwrite=True)
+
+
+def test_resume_refuses_a_different_model(tmp_path, small_names):
+    config, name = tiny_config("mlp", small_names, num_steps=100, steps_per_call=100)
+    train_and_evaluate(config, name, tmp_path / "w")
+    config, name = tiny_config("mlp", small_names, num_steps=200, steps_per_call=100, n_hidden=64)
+    with pytest.raises(UserError, match="n_hidden=200 but the flags ask for n_hidden=64"):
+        train_and_evaluate(config, name, tmp_path / "w", resume=True)
+
+
+def test_keeps_only_the_last_checkpoints(tmp_path, small_names):
+    config, name = tiny_config(
+        "mlp", small_names, num_steps=400, steps_per_call=100, checkpoint_every=100, keep_checkpoints=2
+    )
+    train_and_evaluate(config, name, tmp_path / "w")
+    assert ckpt.make_manager(tmp_path / "w").all_steps() == [300, 400]

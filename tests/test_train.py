@@ -1,0 +1,125 @@
+import json
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from jax_makemore import checkpoint as ckpt
+from jax_makemore.train import chunk_ends, make_train_chunk, train_and_evaluate
+
+
+def test_chunk_ends_cover_remainders_and_align_to_step_numbers():
+    assert chunk_ends(0, 2500, (1000, 50_000, 50_000)) == [1000, 2000, 2500]
+    assert chunk_ends(1000, 2500, (1000, 700, 5000)) == [1400, 2000, 2100, 2500]
+    assert chunk_ends(5, 5, (3,)) == []
+
+
+def test_count_bigram_run_writes_results_and_metrics(tmp_path, small_names):
+    config, name = tiny_config("bigram_counts", small_names)
+    results = train_and_evaluate(config, name, tmp_path / "w")
+    saved = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert set(saved) == {
+        "config", "model", "num_params", "steps", "loss", "wall_seconds", "compile_seconds", "steps_per_sec",
+    }
+    assert saved["model"] == "bigram_counts" and saved["steps"] == 0
+    assert saved["loss"] == results["loss"] and set(saved["loss"]) == {"train", "val", "test"}
+    assert 2.0 < saved["loss"]["val"] < 3.0
+
+
+def test_empty_splits_report_null(tmp_path, small_names):
+    config, name = tiny_config("bigram_counts", small_names, split_fractions="(1.0,0.0,0.0)", smoothing=0)
+    results = train_and_evaluate(config, name, tmp_path / "w")
+    assert results["loss"]["val"] is None and results["loss"]["test"] is None
+    assert json.loads((tmp_path / "w" / "results.json").read_text())["loss"]["val"] is None
+
+
+def test_neural_bigram_reaches_count_bigram_train_nll(tmp_path, small_names):
+    counts, _ = tiny_config("bigram_counts", small_names, smoothing=0)
+    neural, name = tiny_config("bigram", small_names, num_steps=400)
+    count_loss = train_and_evaluate(counts, "bigram_counts", tmp_path / "c")["loss"]["train"]
+    neural_loss = train_and_evaluate(neural, name, tmp_path / "n")["loss"]["train"]
+    assert neural_loss >= count_loss - 1e-4  # nothing beats the maximum-likelihood table
+    assert neural_loss - count_loss < 0.02
+
+
+def test_mlp_learns_and_metrics_are_logged(tmp_path, small_names):
+    config, name = tiny_config(
+        "mlp", small_names, num_steps=1500, steps_per_call=500, eval_every=1000, checkpoint_every=1000
+    )
+    results = train_and_evaluate(config, name, tmp_path / "w")
+    lines = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [500, 1000, 1500]
+    assert "split_loss" in lines[1] and "split_loss" in lines[2] and "split_loss" not in lines[0]
+    assert lines[-1]["split_loss"] == results["loss"]
+    assert lines[0]["loss"] < 3.3 and results["loss"]["train"] < lines[0]["loss"]
+    assert results["loss"]["train"] < 2.6
+    assert ckpt.make_manager(tmp_path / "w").all_steps() == [1000, 1500]
+
+
+def test_same_seed_gives_bit_identical_params_and_losses(tmp_path, small_names):
+    def run(workdir, seed=0):
+        config, name = tiny_config("mlp", small_names, num_steps=300, steps_per_call=128, seed=seed)
+        results = train_and_evaluate(config, name, workdir)
+        _, _, _, step = ckpt.restore_meta(workdir)
+        return results["loss"], ckpt.restore_state(workdir, step)
+
+    loss_a, state_a = run(tmp_path / "a")
+    loss_b, state_b = run(tmp_path / "b")
+    assert loss_a == loss_b
+    chex.assert_trees_all_equal(state_a["params"], state_b["params"])
+    chex.assert_trees_all_equal(state_a["batch_stats"], state_b["batch_stats"])
+    loss_c, state_c = run(tmp_path / "c", seed=1)
+    assert loss_c != loss_a
+
+
+def test_fused_chunk_equals_single_steps(small_names):
+    """K steps in one lax.scan give the same state as K separate one-step calls."""
+    from jax_makemore.data import load_dataset
+    from jax_makemore.models import build_model
+    from jax_makemore.train import create_train_state
+
+    config, _ = tiny_config("mlp", small_names)
+    ds = load_dataset(small_names, 3, 0)
+    model = build_model(config, ds.vocab.size)
+    X, Y = (jax.numpy.asarray(a) for a in ds.split("train"))
+
+    def fresh():
+        return create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
+
+    fused, losses_fused = make_train_chunk(model, 32, False, 20)(fresh(), X, Y)
+    one = make_train_chunk(model, 32, False, 1)
+    state, losses = fresh(), []
+    for _ in range(20):
+        state, loss = one(state, X, Y)
+        losses.append(loss[0])
+    assert int(fused.step) == int(state.step) == 20
+    np.testing.assert_allclose(losses_fused, np.array(losses), rtol=1e-5)
+    chex.assert_trees_all_close(fused.params, state.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(fused.batch_stats, state.batch_stats, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("use_batchnorm", [True, False])
+def test_train_step_gradient_matches_unjitted_function(small_names, use_batchnorm):
+    from jax_makemore.data import load_dataset
+    from jax_makemore.models import build_model
+    from jax_makemore.train import create_train_state, cross_entropy
+
+    config, _ = tiny_config("mlp", small_names, use_batchnorm=use_batchnorm, learning_rate=1.0, lr_decay_factor=1.0)
+    ds = load_dataset(small_names, 3, 0)
+    model = build_model(config, ds.vocab.size)
+    X, Y = (jax.numpy.asarray(a) for a in ds.split("train"))
+    state = create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
+    params0, bs0 = jax.tree.map(jax.numpy.copy, (state.params, state.batch_stats))  # state is donated
+    new_state, _ = make_train_chunk(model, 32, False, 1)(state, X, Y)
+    idx = jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(1), 0), (32,), 0, X.shape[0])
+
+    def loss(params):
+        logits, _ = model.apply({"params": params, "batch_stats": bs0}, X[idx], train=True, mutable=["batch_stats"])
+        return cross_entropy(logits, Y[idx])
+
+    with jax.disable_jit():
+        grads = jax.grad(loss)(params0)
+    expected = jax.tree.map(lambda p, g: p - 1.0 * g, params0, grads)
+    chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-5)
