@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
@@ -95,12 +96,20 @@ def restore_state(workdir: str | Path, step: int, target: Any | None = None) -> 
     same structure) it comes back with that structure, else as nested dicts of arrays."""
     manager = make_manager(workdir, read_only=True)
     try:
-        args = (
-            ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
-        )
+        if target is None:  # onto this process's first device, whatever mesh saved it
+            target = _single_device_target(checkpoint_dir(workdir) / str(step) / "state")
+        args = ocp.args.StandardRestore(target)
         return manager.restore(step, args=ocp.args.Composite(state=args))["state"]
     except Exception as err:
         raise UserError(
             f"checkpoint {step} in '{checkpoint_dir(workdir)}' cannot be restored "
             f"({type(err).__name__}); was it written by a different model or config?"
         ) from err
+
+
+def _single_device_target(directory: Path) -> Any:
+    """Shapes and dtypes of a saved state tree, placed on one local device: a checkpoint
+    written on a mesh of N devices (parallel.py) then restores in a one-device process."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    saved = ocp.StandardCheckpointer().metadata(directory).item_metadata.tree
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)

@@ -65,11 +65,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.l2_mean = 0.0  # the notes' `l2_mean * mean(W**2)` term, as equivalent per-matrix weight decay
     # loop
     c.steps_per_call = 1000  # steps fused into one compiled lax.scan
+    c.num_devices = 0  # data-parallel devices (jax.sharding mesh axis "data"); 0 = all visible
     c.eval_every = 50_000
     c.eval_batch_size = 8192
     c.checkpoint_every = 50_000
     c.keep_checkpoints = 2
     c.num_samples = 10  # printed at the end of training
+    c.divergence_loss = 100.0  # a chunk whose loss is NaN, inf or above this stops the run
+    # diagnostics (jax_makemore/diagnostics.py): tanh saturation, gradient and update statistics
+    c.log_diagnostics = False  # measured inside the compiled chunk, written to diagnostics.jsonl
+    c.diagnostics_every = 1000  # steps between measurements (when log_diagnostics)
     return c
 
 

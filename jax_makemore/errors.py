@@ -15,9 +15,18 @@ from collections.abc import Callable, Sequence
 class UserError(Exception):
     """A problem with the user's input (file, flag, config key or value), not a bug."""
 
+    exit_code = 2
+
+
+class DivergedError(UserError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3
+
 
 def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run `main(argv)` and map user errors to a one-line message and exit status 2."""
+    """Run `main(argv)` and map user errors to a one-line message and a non-zero exit status
+    (2 for bad input, 3 for a diverged run, 130/143 for SIGINT/SIGTERM)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -27,7 +36,7 @@ def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | N
         if debug:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as err:
         if debug:
             traceback.print_exc()

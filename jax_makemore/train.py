@@ -30,8 +30,9 @@ from flax.training import train_state
 
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import config as config_lib
+from jax_makemore import diagnostics, parallel
 from jax_makemore.data import Dataset, Vocab, load_dataset, read_words, split_words
-from jax_makemore.errors import UserError, run_cli
+from jax_makemore.errors import DivergedError, UserError, run_cli
 from jax_makemore.models import build_model
 from jax_makemore.models.bigram import count_table, fit_log_probs
 from jax_makemore.optim import build_optimizer, learning_rate_schedule
@@ -78,9 +79,17 @@ def create_train_state(
     )
 
 
-def make_train_step(model: nn.Module, batch_size: int, full_batch: bool):
+def make_train_step(
+    model: nn.Module,
+    batch_size: int,
+    full_batch: bool,
+    diagnostics_every: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+):
     """The pure step `(state, X_NxT, Y_N) -> (state, loss)`; the batch comes from
-    `fold_in(state.data_key, state.step)`, so a resumed run draws the same batches."""
+    `fold_in(state.data_key, state.step)`, so a resumed run draws the same batches.
+    With `diagnostics_every > 0` it returns `(state, (loss, diagnostics))` (see diagnostics.py)."""
+    collect = diagnostics.make_collector(diagnostics_every) if diagnostics_every else None
 
     def train_step(state: TrainState, X_NxT: jax.Array, Y_N: jax.Array):
         if full_batch:
@@ -89,13 +98,15 @@ def make_train_step(model: nn.Module, batch_size: int, full_batch: bool):
             key = jax.random.fold_in(state.data_key, state.step)
             idx_B = jax.random.randint(key, (batch_size,), 0, X_NxT.shape[0])
             X_BxT, Y_B = X_NxT[idx_B], Y_N[idx_B]
+        # with a mesh: each device computes its slice of the global batch (parallel.py)
+        X_BxT, Y_B = parallel.shard_batch(X_BxT, mesh), parallel.shard_batch(Y_B, mesh)
 
         def loss_fn(params):
             logits_BxV, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 X_BxT,
                 train=True,
-                mutable=["batch_stats"],
+                mutable=["batch_stats", "intermediates"] if collect else ["batch_stats"],
             )
             return cross_entropy(logits_BxV, Y_B), updates
 
@@ -103,19 +114,33 @@ def make_train_step(model: nn.Module, batch_size: int, full_batch: bool):
         new_state = state.apply_gradients(
             grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
         )
+        if collect:
+            inter = updates.get("intermediates", {})
+            diag = collect(state.step, state.params, new_state.params, grads, inter)
+            return new_state, (loss, diag)
         return new_state, loss
 
     return train_step
 
 
-def make_train_chunk(model: nn.Module, batch_size: int, full_batch: bool, num_steps: int):
+def make_train_chunk(
+    model: nn.Module,
+    batch_size: int,
+    full_batch: bool,
+    num_steps: int,
+    diagnostics_every: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+):
     """`num_steps` train steps fused into one compiled `lax.scan`; the state buffers are donated.
-    Returns the new state and the per-step losses_K (one host transfer per chunk)."""
-    train_step = make_train_step(model, batch_size, full_batch)
+    Returns the new state and the per-step losses_K (one host transfer per chunk), paired with
+    the stacked diagnostics when `diagnostics_every > 0`."""
+    train_step = make_train_step(model, batch_size, full_batch, diagnostics_every, mesh)
 
     def chunk(state: TrainState, X_NxT: jax.Array, Y_N: jax.Array):
         return jax.lax.scan(lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=num_steps)
 
+    if mesh is not None:  # explicit in/out shardings over the devices of the mesh
+        return parallel.jit_chunk(chunk, mesh)
     return jax.jit(chunk, donate_argnums=0)
 
 
@@ -283,8 +308,12 @@ def prepare_workdir(workdir: Path, resume: bool, overwrite: bool) -> bool:
     if workdir.exists() and not workdir.is_dir():
         raise UserError(f"workdir '{workdir}' is a file, not a directory")
     workdir.mkdir(parents=True, exist_ok=True)
-    if not os.access(workdir, os.W_OK):
-        raise UserError(f"workdir '{workdir}' is not writable")
+    try:  # a real write, not os.access: root passes access checks on read-only mounts
+        probe = workdir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"workdir '{workdir}' is not writable ({err.strerror})") from None
     if ckpt.has_checkpoint(workdir):
         if resume:
             return True
@@ -295,7 +324,7 @@ def prepare_workdir(workdir: Path, resume: bool, overwrite: bool) -> bool:
         shutil.rmtree(ckpt.checkpoint_dir(workdir))
     elif resume:
         raise UserError(f"--resume: workdir '{workdir}' has no checkpoint to resume from")
-    for name in ("metrics.jsonl", "results.json"):
+    for name in ("metrics.jsonl", "results.json", diagnostics.FILENAME):
         (workdir / name).unlink(missing_ok=True)
     return False
 
@@ -314,10 +343,6 @@ def check_resumable(
             )
 
 
-class DivergedError(UserError):
-    """The training loss became NaN or infinite."""
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     config_name: str,
@@ -329,7 +354,10 @@ def train_and_evaluate(
     """Train `config` in `workdir`, evaluate every split, checkpoint, and return results.json."""
     t_start = time.perf_counter()
     workdir = Path(workdir)
-    resuming = prepare_workdir(workdir, resume, overwrite)
+    mesh = parallel.make_mesh(config.num_devices)
+    if config.model != "bigram_counts" and not config.full_batch:
+        parallel.check_batch_size(config.batch_size, mesh)
+    resuming = parallel.on_primary(lambda: prepare_workdir(workdir, resume, overwrite))
     ds: Dataset = load_dataset(
         config.data_path,
         config.block_size,
@@ -350,6 +378,8 @@ def train_and_evaluate(
         state = state.replace(params={"log_probs": fit_log_probs(counts, config.smoothing)})
         config.num_steps = 0
 
+    # replicated on every device of the mesh; a restored state keeps these shardings
+    state, X_train, Y_train = parallel.replicate((state, X_train, Y_train), mesh)
     manager = ckpt.make_manager(workdir, keep=config.keep_checkpoints)
     start = 0
     if resuming:
@@ -361,12 +391,16 @@ def train_and_evaluate(
             )
         state = ckpt.restore_state(workdir, step, target=state)
         start = int(state.step)
-    logger = Logger(workdir, config.num_steps, start, append=resuming)
+    logger = (
+        Logger(workdir, config.num_steps, start, append=resuming)
+        if parallel.is_primary()
+        else parallel.NullLogger()
+    )
     schedule = learning_rate_schedule(config)
     eval_step = make_eval_step(model)
 
     def evaluate_all(state: TrainState) -> dict[str, float | None]:
-        variables = variables_of(state)
+        variables = parallel.local_copy(variables_of(state))
         return {
             s: evaluate_loss(eval_step, variables, *ds.split(s), config.eval_batch_size)
             for s in ds.SPLITS
@@ -376,6 +410,7 @@ def train_and_evaluate(
         ckpt.save(manager, int(state.step), state, config, config_name, vocab)
 
     compiled: dict[int, Any] = {}
+    diagnostics_every = config.diagnostics_every if config.log_diagnostics else 0
     compile_seconds = train_seconds = 0.0
     step = start
     try:
@@ -388,25 +423,27 @@ def train_and_evaluate(
                 k = end - step
                 if k not in compiled:
                     t0 = time.perf_counter()
-                    fn = make_train_chunk(model, config.batch_size, config.full_batch, k)
+                    fn = make_train_chunk(
+                        model, config.batch_size, config.full_batch, k, diagnostics_every, mesh=mesh
+                    )
                     compiled[k] = fn.lower(state, X_train, Y_train).compile()
                     compile_seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 state, losses_K = compiled[k](state, X_train, Y_train)
+                if diagnostics_every:
+                    losses_K, diag_K = jax.device_get(losses_K)  # the one host sync per chunk
+                    diagnostics.append_records(workdir, diagnostics.records(diag_K, step))
                 losses_K = np.asarray(losses_K)  # the one host sync per chunk
                 dt = time.perf_counter() - t0
                 train_seconds += dt
-                if not np.all(np.isfinite(losses_K)):
-                    bad = step + int(np.argmin(np.isfinite(losses_K))) + 1
+                diverged_K = ~np.isfinite(losses_K) | (losses_K > config.divergence_loss)
+                if diverged_K.any():
+                    first = int(np.argmax(diverged_K))
                     last = manager.latest_step()
-                    where = (
-                        f"checkpoint {last} in '{workdir}' is kept"
-                        if last is not None
-                        else "no checkpoint was written"
-                    )
+                    kept = f"checkpoint {last} in '{workdir}' is kept" if last is not None else "no checkpoint was written"
                     raise DivergedError(
-                        f"training diverged: the loss became {losses_K[~np.isfinite(losses_K)][0]} at step {bad} "
-                        f"(learning_rate={config.learning_rate}); {where}"
+                        f"training diverged: the loss became {losses_K[first]:.4g} at step {step + first + 1} "
+                        f"(learning_rate={config.learning_rate}, divergence_loss={config.divergence_loss}); {kept}"
                     )
                 step = end
                 record = {
@@ -450,13 +487,14 @@ def train_and_evaluate(
         "compile_seconds": compile_seconds,
         "steps_per_sec": (step - start) / train_seconds if train_seconds > 0 else 0.0,
     }
-    write_json_atomic(workdir / "results.json", results)
+    if parallel.is_primary():
+        write_json_atomic(workdir / "results.json", results)
 
     n = config.num_samples if num_samples is None else num_samples
     if n > 0:
         words = generate(
             model,
-            variables_of(state),
+            parallel.local_copy(variables_of(state)),
             vocab,
             config.block_size,
             sample_key,
@@ -483,7 +521,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the workdir's checkpoints"
     )
+    parallel.add_flags(parser)
     args = parser.parse_args(argv)
+    parallel.initialize_from_flags(args)  # before anything touches a device
     config, name = config_lib.resolve(args.config, overrides)
     workdir = Path(args.workdir or Path("runs") / name)
     results = train_and_evaluate(
@@ -491,6 +531,8 @@ def main(argv: Sequence[str]) -> int:
     )
     if "interrupted" in results:
         return 128 + results["interrupted"]
+    if not parallel.is_primary():
+        return 0
     losses = "  ".join(f"{s} {v:.4f}" for s, v in results["loss"].items() if v is not None)
     print(f"{name}: {results['steps']} steps, {results['num_params']:,} params, loss {losses}")
     print(

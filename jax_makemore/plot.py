@@ -1,0 +1,346 @@
+"""`python -m jax_makemore.plot --workdir DIR [--out DIR]`: the lectures' pictures of a run.
+
+Writes, as far as the run has what each needs:
+
+* `loss.png`: training loss per chunk (log scale) and the split losses at each evaluation,
+  from `metrics.jsonl`;
+* `bigram.png` (model bigram_counts): the count matrix of the training split as a heatmap, each
+  cell labelled with its character pair and count;
+* `embedding.png` (models with an embedding table): every character at its learned coordinates,
+  the first two principal components when n_embd > 2;
+* `activations.png` and `updates.png` (runs trained with `--config.log_diagnostics=True`):
+  tanh output histograms and saturation, gradient histograms, and update-to-data ratios.
+
+Needs matplotlib: `pip install -e '.[plot]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jax_makemore import diagnostics
+from jax_makemore.errors import UserError, run_cli
+
+#: Characters drawn in a second colour on the embedding map, to make the clusters easy to see.
+VOWELS = "aeiou"
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise UserError(
+            "plotting needs matplotlib: pip install matplotlib (or pip install -e '.[plot]')"
+        ) from None
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, dpi: int) -> Path:
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
+    path = Path(workdir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str, dpi: int = 100) -> Path:
+    """Per-chunk training loss (log scale) and split losses at each evaluation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    chunks = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    if chunks:
+        steps, losses = zip(*chunks, strict=True)
+        ax.plot(steps, losses, lw=1, color="tab:blue", alpha=0.8, label="train (chunk mean)")
+    evals = [m for m in metrics if m.get("split_loss")]
+    for split, color in (("train", "tab:green"), ("val", "tab:orange"), ("test", "tab:red")):
+        points = [(m["step"], m["split_loss"][split]) for m in evals]
+        points = [(s, v) for s, v in points if v is not None]
+        if points and split != "test":  # test is for the final report, not for watching
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, "o-", ms=4, color=color, label=f"{split} split")
+    ax.set_yscale("log")
+    plain = plt.matplotlib.ticker.FormatStrFormatter("%.2f")  # not 2.2x10^0 on a log axis
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    _steps_axis(ax)
+    ax.set_ylabel("loss (log scale)")
+    final = evals[-1]["split_loss"] if evals else {}
+    shown = "  ".join(f"{s} {v:.4f}" for s, v in final.items() if v is not None)
+    ax.set_title(f"{title}" + (f"\nfinal: {shown}" if shown else ""))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return _save(fig, path, dpi)
+
+
+def plot_bigram(counts_VxV: np.ndarray, itos: Sequence[str], path: Path, dpi: int = 80) -> Path:
+    """The count matrix as a heatmap; each cell shows its pair (row char, then column char) and
+    count, as in the first lecture. Labels are left out when the vocabulary is too large to read."""
+    plt = _pyplot()
+    V = len(itos)
+    size = min(max(6.0, 0.5 * V), 16.0)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(counts_VxV, cmap="Blues")
+    if V <= 40:
+        font = 7 if V <= 30 else 5
+        dark = 0.5 * float(np.max(counts_VxV))
+        for i in range(V):
+            for j in range(V):
+                color = "white" if counts_VxV[i, j] > dark else "dimgray"
+                pair, count = itos[i] + itos[j], f"{int(counts_VxV[i, j])}"
+                ax.text(j, i, pair, ha="center", va="bottom", color=color, fontsize=font)
+                ax.text(j, i, count, ha="center", va="top", color=color, fontsize=font)
+    ax.set_xticks(range(V), labels=list(itos))
+    ax.set_yticks(range(V), labels=list(itos))
+    ax.set_xlabel("next character")
+    ax.set_ylabel("previous character")
+    ax.set_title("bigram counts of the training split")
+    return _save(fig, path, dpi)
+
+
+def project_2d(emb_VxE: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(coords_Vx2, explained variance ratio of the two axes or None): the embedding itself when
+    n_embd <= 2 (n_embd 1 gets a zero second axis), else its top-2 principal components."""
+    emb = np.asarray(emb_VxE, np.float64)
+    E = emb.shape[1]
+    if E == 1:
+        return np.concatenate([emb, np.zeros_like(emb)], axis=1), None
+    if E == 2:
+        return emb, None
+    centered = emb - emb.mean(axis=0)
+    _, s, vt = np.linalg.svd(centered, full_matrices=False)
+    var = s**2
+    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
+    return centered @ vt[:2].T, ratio
+
+
+def plot_embedding(
+    emb_VxE: np.ndarray, itos: Sequence[str], boundary_id: int, path: Path, dpi: int = 100
+) -> Path:
+    """Each character at its learned (or top-2 PCA) coordinates; the boundary token in red."""
+    plt = _pyplot()
+    coords, ratio = project_2d(emb_VxE)
+    fig, ax = plt.subplots(figsize=(6.5, 6.5))
+    vowels = [i for i, c in enumerate(itos) if c.lower() in VOWELS and i != boundary_id]
+    others = [i for i in range(len(itos)) if i not in vowels and i != boundary_id]
+    for ids, color, label in (
+        (others, "tab:blue", "other characters"),
+        (vowels, "tab:orange", "vowels " + " ".join(VOWELS)),
+    ):
+        if ids:
+            ax.scatter(coords[ids, 0], coords[ids, 1], s=260, color=color, alpha=0.35, label=label)
+    ax.scatter(
+        coords[boundary_id, 0],
+        coords[boundary_id, 1],
+        s=320,
+        marker="s",
+        color="tab:red",
+        alpha=0.5,
+        label=f"boundary token {itos[boundary_id]!r}",
+    )
+    for i, c in enumerate(itos):
+        ax.text(coords[i, 0], coords[i, 1], c, ha="center", va="center", fontsize=11)
+    E = np.asarray(emb_VxE).shape[1]
+    if ratio is None:
+        ax.set_xlabel("embedding dim 0")
+        ax.set_ylabel("embedding dim 1" if E > 1 else "")
+        ax.set_title(f"character embeddings (n_embd {E})")
+    else:
+        ax.set_xlabel(f"PC 1 ({ratio[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC 2 ({ratio[1]:.0%} of variance)")
+        ax.set_title(
+            f"character embeddings, top-2 PCA of n_embd {E}: {ratio.sum():.0%} of variance explained"
+        )
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8, markerscale=0.5)
+    ax.set_aspect("equal", adjustable="datalim")
+    return _save(fig, path, dpi)
+
+
+def _steps_axis(ax) -> None:
+    """Step numbers as 50k / 100k, at most six ticks, so long runs stay readable."""
+    ticker = _pyplot().matplotlib.ticker
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(6, integer=True))
+    ax.xaxis.set_major_formatter(
+        ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}")
+    )
+    ax.set_xlabel("step")
+
+
+def _coarsen(hist: np.ndarray) -> np.ndarray:
+    """Merge neighbouring bins of a histogram of few values (an embedding table's gradient),
+    so that it reads as a distribution rather than as isolated spikes."""
+    for factor in (5, 2):
+        if len(hist) % factor == 0 and hist.sum() < 20 * len(hist):
+            hist = hist.reshape(-1, factor).sum(axis=1)
+    return hist
+
+
+def _bin_centers(lo: float, hi: float, bins: int) -> np.ndarray:
+    edges = np.linspace(lo, hi, bins + 1)
+    return (edges[:-1] + edges[1:]) / 2
+
+
+def plot_activations(rows: list[dict[str, Any]], path: Path, dpi: int = 100) -> Path:
+    """Tanh output histograms (first and last measured step) with the saturated fraction, the
+    saturated fraction over training, and per-layer gradient histograms at the last step."""
+    plt = _pyplot()
+    first, last = rows[0], rows[-1]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    ax = axes[0]
+    for row, style in ((first, "--"), (last, "-")):
+        for name, t in row["tanh"].items():
+            hist = np.asarray(t["hist"], np.float64)
+            x = _bin_centers(-1.0, 1.0, len(hist))
+            density = hist / max(hist.sum(), 1) / (2.0 / len(hist))
+            ax.plot(
+                x,
+                density,
+                style,
+                label=f"{name} step {row['step']}: saturated {t['saturated']:.1%}",
+            )
+    ax.set_title(f"tanh outputs (|h| > {diagnostics.SATURATION_THRESHOLD} is saturated)")
+    ax.set_xlabel("h")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    names = list(last["tanh"])
+    steps = [r["step"] for r in rows]
+    for name in names:
+        ax.plot(steps, [r["tanh"].get(name, {}).get("saturated") for r in rows], label=name)
+    ax.set_title("saturated fraction over training")
+    _steps_axis(ax)
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(plt.matplotlib.ticker.PercentFormatter(1.0))
+    if names:
+        ax.legend(fontsize=8)
+
+    ax = axes[2]
+    for name, g in last["grad"].items():
+        hist = _coarsen(np.asarray(g["hist"], np.float64))
+        lo, hi = g["lo"], g["hi"]
+        if lo is None or hi is None or not hi > lo:
+            continue
+        width = (hi - lo) / len(hist)
+        ax.plot(
+            _bin_centers(lo, hi, len(hist)),
+            hist / max(hist.sum(), 1) / width,
+            label=f"{name}: mean {g['mean']:+.2e} std {g['std']:.2e}",
+        )
+    ax.set_title(f"gradient distributions at step {last['step']}")
+    ax.set_xlabel("gradient")
+    ax.set_ylabel("density")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_updates(rows: list[dict[str, Any]], path: Path, dpi: int = 100) -> Path:
+    """log10(std(update) / std(param)) of every weight matrix over training, with the lecture's
+    guide line at -3."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [r["step"] for r in rows]
+    for name in rows[-1]["update_ratio"]:
+        ys = [r["update_ratio"].get(name) for r in rows]
+        ys = [np.nan if y is None else y for y in ys]
+        ax.plot(steps, ys, label=name)
+    ax.axhline(-3.0, color="black", ls="--", lw=1, label="guide: 1e-3")
+    _steps_axis(ax)
+    ax.set_ylabel("log10(std(update) / std(param))")
+    ax.set_title("update-to-data ratio per weight matrix")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path, dpi)
+
+
+def find_embedding(params: Any) -> np.ndarray | None:
+    """The first embedding table (a param named 'embedding', as flax.linen.Embed names it)."""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if diagnostics.path_name(path).split("/")[-1] == "embedding":
+            return np.asarray(leaf)
+    return None
+
+
+def plot_run(
+    workdir: str | Path, out: str | Path | None = None, dpi: int | None = None
+) -> list[Path]:
+    """Write every picture the run in `workdir` supports into `out` (default: the workdir);
+    `dpi` overrides each picture's default resolution."""
+    from jax_makemore.data import load_dataset
+    from jax_makemore.models.bigram import count_table
+    from jax_makemore.train import load_trained
+
+    _pyplot()  # fail early and clearly without matplotlib
+    workdir = Path(workdir)
+    loaded = load_trained(workdir)
+    out = Path(out) if out is not None else workdir
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    kw = {} if dpi is None else {"dpi": dpi}
+    written = []
+    metrics = read_metrics(workdir)
+    if metrics:
+        title = f"{loaded.config_name} ({loaded.config.model}), {loaded.step} steps"
+        written.append(plot_loss(metrics, out / "loss.png", title, **kw))
+    vocab = loaded.vocab
+    if loaded.config.model == "bigram_counts":
+        config = loaded.config
+        ds = load_dataset(
+            config.data_path, config.block_size, config.seed, config.split_fractions, vocab=vocab
+        )
+        X_train, Y_train = ds.split("train")
+        counts = np.asarray(count_table(X_train, Y_train, vocab.size))
+        written.append(plot_bigram(counts, vocab.itos, out / "bigram.png", **kw))
+    emb = find_embedding(loaded.variables["params"])
+    if emb is not None:
+        written.append(
+            plot_embedding(emb, vocab.itos, vocab.boundary_id, out / "embedding.png", **kw)
+        )
+    rows = diagnostics.read_records(workdir)
+    if rows:
+        written.append(plot_activations(rows, out / "activations.png", **kw))
+        written.append(plot_updates(rows, out / "updates.png", **kw))
+    return written
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jax_makemore.plot", description="Draw the pictures of a trained run."
+    )
+    parser.add_argument("--workdir", required=True, help="a run directory written by train")
+    parser.add_argument("--out", default=None, help="where to write the PNGs (default: workdir)")
+    parser.add_argument("--dpi", type=int, default=None, help="resolution of every PNG")
+    args = parser.parse_args(argv)
+    if args.dpi is not None and args.dpi <= 0:
+        raise UserError(f"--dpi must be > 0, got {args.dpi}")
+    written = plot_run(args.workdir, args.out, args.dpi)
+    for path in written:
+        print(path)
+    if not written:
+        print(f"nothing to plot in '{args.workdir}'", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,134 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from jax_makemore import diagnostics
+from jax_makemore.data import load_dataset
+from jax_makemore.errors import UserError
+from jax_makemore.models import build_model
+from jax_makemore.train import create_train_state, make_train_chunk, train_and_evaluate
+
+
+def test_histogram_matches_numpy_including_edges_and_outliers():
+    x = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    x[:3] = [-1.0, 1.0, 5.0]  # both edges (the right one closed) and one value outside
+    for lo, hi, bins in ((-1.0, 1.0, 50), (float(x.min()), float(x.max()), 7)):
+        got = diagnostics.histogram(jnp.asarray(x), jnp.float32(lo), jnp.float32(hi), bins)
+        expected, _ = np.histogram(x, bins, (lo, hi))
+        np.testing.assert_array_equal(np.asarray(got), expected)
+
+
+def test_saturated_fraction_and_update_ratio_match_numpy():
+    h = np.tanh(np.random.default_rng(1).normal(scale=2.0, size=(64, 20))).astype(np.float32)
+    assert float(diagnostics.saturated_fraction(jnp.asarray(h))) == pytest.approx(
+        np.mean(np.abs(h) > 0.97)
+    )
+    old = np.random.default_rng(2).normal(size=(5, 6)).astype(np.float32)
+    new = old + 1e-3 * np.random.default_rng(3).normal(size=(5, 6)).astype(np.float32)
+    expected = np.log10(np.std(new.astype(np.float64) - old) / np.std(old))
+    assert float(diagnostics.update_ratio(jnp.asarray(old), jnp.asarray(new))) == pytest.approx(
+        expected, abs=1e-3
+    )
+
+
+def _one_step(config, path, block_size, edit=lambda params: params):
+    """One full-batch train step with diagnostics at step 0: (params before, data, diag row);
+    `edit` changes the initial params."""
+    ds = load_dataset(path, block_size, 0)
+    model = build_model(config, ds.vocab.size)
+    X, Y = (jnp.asarray(a) for a in ds.split("train"))
+    state = create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
+    state = state.replace(params=edit(state.params))
+    params0 = jax.tree.map(np.array, state.params)  # the state is donated
+    _, (losses, diag) = make_train_chunk(model, 32, True, 1, diagnostics_every=1)(state, X, Y)
+    rows = diagnostics.records(jax.device_get(diag), 0)
+    assert len(rows) == 1 and rows[0]["step"] == 0
+    return params0, np.asarray(X), np.asarray(Y), rows[0]
+
+
+def test_neural_bigram_gradients_and_update_ratio_equal_numpy(small_names):
+    lr = 0.5
+    config, _ = tiny_config("bigram", small_names, learning_rate=lr, lr_decay_factor=1.0)
+    params0, X, Y, row = _one_step(config, small_names, 1)
+    W = params0["W"].astype(np.float64)
+    V = W.shape[0]
+    # logits = one_hot(x) @ W; d mean-NLL / dW = one_hot(x)^T (softmax - one_hot(y)) / N
+    xenc = np.eye(V)[X[:, -1]]
+    logits = xenc @ W
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    grad = xenc.T @ (p - np.eye(V)[Y]) / len(Y)
+    assert row["grad"]["W"]["mean"] == pytest.approx(grad.mean(), abs=1e-7)
+    assert row["grad"]["W"]["std"] == pytest.approx(grad.std(), rel=1e-4)
+    assert row["grad"]["W"]["lo"] == pytest.approx(grad.min(), rel=1e-4)
+    expected_ratio = np.log10(np.std(lr * grad) / np.std(W))
+    assert row["update_ratio"]["W"] == pytest.approx(expected_ratio, abs=1e-3)
+    assert sum(row["grad"]["W"]["hist"]) == V * V
+    assert row["tanh"] == {}  # no tanh layer in a bigram
+
+
+@pytest.mark.parametrize("use_batchnorm", [True, False])
+def test_mlp_tanh_saturation_equals_numpy_forward(small_names, use_batchnorm):
+    # gain 4 (and a BatchNorm scale of 3) push many pre-activations past the threshold
+    config, _ = tiny_config(
+        "mlp", small_names, n_embd=4, n_hidden=16, kaiming_gain=4.0, use_batchnorm=use_batchnorm
+    )
+
+    def edit(params):
+        if use_batchnorm:
+            params["BatchNorm_0"]["scale"] = 3.0 * params["BatchNorm_0"]["scale"]
+        return params
+
+    params0, X, Y, row = _one_step(config, small_names, 3, edit)
+    emb = params0["Embed_0"]["embedding"][X].reshape(len(X), -1)
+    pre = emb @ params0["Dense_0"]["kernel"]
+    if use_batchnorm:
+        mean, var = pre.mean(axis=0), pre.var(axis=0)
+        bn = params0["BatchNorm_0"]
+        pre = (pre - mean) / np.sqrt(var + config.bn_eps) * bn["scale"] + bn["bias"]
+    else:
+        pre = pre + params0["Dense_0"]["bias"]
+    h = np.tanh(pre)
+    stats = row["tanh"]["h_BxH"]
+    n = h.size
+    assert 0.05 < stats["saturated"] < 0.95
+    # float32 rounding may move an entry across |h| = 0.97: allow a couple of entries
+    assert abs(stats["saturated"] - np.mean(np.abs(h) > 0.97)) <= 2 / n
+    assert stats["std"] == pytest.approx(h.std(), rel=1e-4)
+    expected_hist, _ = np.histogram(h, diagnostics.NUM_BINS, (-1.0, 1.0))
+    assert np.abs(np.array(stats["hist"]) - expected_hist).sum() <= 4
+    assert set(row["update_ratio"]) == {"Embed_0/embedding", "Dense_0/kernel", "Dense_1/kernel"}
+
+
+def test_training_logs_diagnostics_every_n_steps_without_changing_the_run(tmp_path, small_names):
+    common = dict(num_steps=200, steps_per_call=64, eval_every=100, checkpoint_every=200)
+    plain, name = tiny_config("mlp", small_names, **common)
+    logged, _ = tiny_config(
+        "mlp", small_names, log_diagnostics=True, diagnostics_every=50, **common
+    )
+    a = train_and_evaluate(plain, name, tmp_path / "plain")
+    b = train_and_evaluate(logged, name, tmp_path / "logged")
+    assert not (tmp_path / "plain" / diagnostics.FILENAME).exists()
+    rows = diagnostics.read_records(tmp_path / "logged")
+    assert [r["step"] for r in rows] == [0, 50, 100, 150]
+    assert all(0.0 <= r["tanh"]["h_BxH"]["saturated"] <= 1.0 for r in rows)
+    assert all(-8 < r["update_ratio"]["Dense_0/kernel"] < 0 for r in rows)
+
+    def losses(workdir):
+        lines = (workdir / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["loss"] for line in lines]
+
+    np.testing.assert_allclose(losses(tmp_path / "logged"), losses(tmp_path / "plain"), rtol=1e-5)
+    assert b["loss"]["val"] == pytest.approx(a["loss"]["val"], rel=1e-5)
+    # a fresh run into the same workdir starts a new diagnostics file
+    train_and_evaluate(logged, name, tmp_path / "logged", overwrite=True)
+    assert len(diagnostics.read_records(tmp_path / "logged")) == 4
+
+
+def test_diagnostics_every_must_be_positive():
+    with pytest.raises(UserError, match="diagnostics_every"):
+        diagnostics.make_collector(0)

@@ -1,0 +1,137 @@
+"""Data parallelism (jax_makemore/parallel.py): N devices and N processes train like one device.
+
+Every run is a subprocess on CPU with forced host devices (XLA_FLAGS), since the device count of
+a process is fixed when JAX starts. All runs share one 1-device reference run of the same config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import REPO, run_cli
+
+from jax_makemore import DEFAULT_DATA_PATH
+from jax_makemore import checkpoint as ckpt
+
+STEPS = 200
+TRAIN_ARGS = (
+    "--config", "mlp", "--overwrite",
+    f"--config.num_steps={STEPS}", "--config.steps_per_call=20", "--config.num_samples=0",
+)  # fmt: skip
+TIMEOUT = 120  # seconds per subprocess
+
+
+def forced_devices(n: int) -> dict[str, str]:
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
+
+
+def train(workdir: Path, data: Path, devices: int, *extra: str) -> subprocess.CompletedProcess:
+    proc = run_cli(
+        "train", *TRAIN_ARGS, "--workdir", str(workdir), f"--config.data_path={data}", *extra,
+        env=forced_devices(devices), timeout=TIMEOUT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def outcome(workdir: Path) -> tuple[list[float], dict[str, float], dict]:
+    """(chunk losses, final split losses, params) of a finished run."""
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    split_loss = json.loads((workdir / "results.json").read_text())["loss"]
+    state = ckpt.restore_state(workdir, STEPS)  # onto this process's one device, whatever saved it
+    variables = {k: state[k] for k in ("params", "batch_stats")}
+    return [r["loss"] for r in records], split_loss, variables
+
+
+def assert_same_training(run: Path, reference: Path) -> None:
+    losses, split_loss, variables = outcome(run)
+    ref_losses, ref_split_loss, ref_variables = outcome(reference)
+    # one metrics line per chunk: only process 0 writes
+    assert len(losses) == len(ref_losses) == STEPS // 20
+    np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=1e-5)
+    for split, value in ref_split_loss.items():
+        assert split_loss[split] == pytest.approx(value, abs=1e-5)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5),
+        variables,
+        ref_variables,
+    )
+
+
+@pytest.fixture(scope="module")
+def names(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "names.txt"
+    lines = DEFAULT_DATA_PATH.read_text(encoding="utf-8").splitlines()[:1500]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory, names) -> Path:
+    workdir = tmp_path_factory.mktemp("one_device") / "w"
+    train(workdir, names, 1)
+    return workdir
+
+
+def test_eight_devices_train_like_one(tmp_path, names, one_device_run):
+    workdir = tmp_path / "w"
+    train(workdir, names, 8, "--config.num_devices=8")
+    assert_same_training(workdir, one_device_run)
+
+
+def test_batch_size_must_divide_over_devices(tmp_path, names):
+    proc = run_cli(
+        "train", *TRAIN_ARGS, "--workdir", str(tmp_path / "w"), f"--config.data_path={names}",
+        "--config.batch_size=36", env=forced_devices(8), timeout=TIMEOUT,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: config key batch_size=36 is not divisible by the 8 devices (num_devices=8); "
+        "use a multiple of 8"
+    )
+    assert not (tmp_path / "w").exists()  # rejected before the workdir is touched
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one_device(tmp_path, names, one_device_run):
+    """Two processes with 2 CPU devices each (a 4-device mesh) on 127.0.0.1 share the global
+    batch of 32 and write one shared workdir; only process 0 logs and writes results."""
+    workdir = tmp_path / "w"
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, **forced_devices(2)}
+    procs = []
+    try:
+        for pid in range(2):
+            cmd = [
+                sys.executable, "-m", "jax_makemore.train", *TRAIN_ARGS,
+                "--workdir", str(workdir), f"--config.data_path={names}",
+                "--coordinator_address", address, "--num_processes", "2", "--process_id", str(pid),
+            ]  # fmt: skip
+            with open(tmp_path / f"out{pid}", "w") as out, open(tmp_path / f"err{pid}", "w") as err:
+                procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err))
+        for p in procs:
+            p.wait(timeout=TIMEOUT)
+    finally:
+        for p in procs:  # on a timeout or failure, never leave a process waiting for its peer
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    stdout = [(tmp_path / f"out{pid}").read_text() for pid in range(2)]
+    for pid, p in enumerate(procs):
+        assert p.returncode == 0, (tmp_path / f"err{pid}").read_text()[-3000:]
+    # (gloo itself prints connection lines on stdout)
+    assert "mlp: 200 steps" in stdout[0] and "mlp: 200 steps" not in stdout[1]
+    assert_same_training(workdir, one_device_run)
