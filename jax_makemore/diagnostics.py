@@ -153,8 +153,8 @@ def records(diag_K: Any, first_step: int) -> list[dict[str, Any]]:
 
 
 def append_records(workdir: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Append rows to `<workdir>/diagnostics.jsonl`."""
-    if not rows:
+    """Append rows to `<workdir>/diagnostics.jsonl` (process 0 only, like metrics.jsonl)."""
+    if not rows or jax.process_index() != 0:
         return
     with open(Path(workdir) / FILENAME, "a", encoding="utf-8") as f:
         for row in rows:

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+from conftest import run_cli, tiny_config
+
+from jax_makemore.errors import UserError
+from jax_makemore.lr_find import lr_find, smooth, suggest, sweep_learning_rates
+
+
+def test_sweep_is_exponential_between_the_bounds():
+    lrs = sweep_learning_rates(1e-3, 1.0, 4)
+    np.testing.assert_allclose(lrs, [1e-3, 1e-2, 1e-1, 1.0])
+
+
+def test_smoothing_marks_everything_after_divergence_infinite():
+    losses = np.array([3.0, 2.0, 1.0, 2.0, np.nan, 1.0])
+    out = smooth(losses, 3)
+    assert np.isfinite(out[:4]).all() and np.isinf(out[4:]).all()
+    # centred window of 3 over the finite losses only
+    np.testing.assert_allclose(out[:4], [2.5, 2.0, 5 / 3, 1.5])
+    assert suggest(np.arange(6.0), out) == 3.0
+    with pytest.raises(UserError):
+        suggest(np.arange(2.0), np.array([np.inf, np.inf]))
+
+
+def test_tiny_mlp_sweep_suggests_a_rate_inside_the_range(small_names):
+    config, _ = tiny_config("mlp", small_names, n_hidden=32)
+    result = lr_find(config, 1e-3, 1.0, num_steps=300, repeats=2)
+    assert result.losses_RxS.shape == (2, 300)
+    assert 1e-3 <= result.suggested_lr <= 1.0
+    # the runs learn: the smoothed loss at the suggestion is below the starting loss
+    best = int(np.argmin(result.smoothed_S))
+    assert result.smoothed_S[best] < result.smoothed_S[0] - 0.1
+    # repeats draw different init and batches
+    assert not np.allclose(result.losses_RxS[0], result.losses_RxS[1])
+
+
+def test_count_bigram_has_no_learning_rate(small_names):
+    config, _ = tiny_config("bigram_counts", small_names)
+    with pytest.raises(UserError, match="counting"):
+        lr_find(config)
+
+
+def test_cli_prints_a_suggestion_and_writes_the_picture(tmp_path, small_names):
+    pytest.importorskip("matplotlib")
+    result = run_cli(
+        "lr_find",
+        "--config",
+        "bigram",
+        f"--config.data_path={small_names}",
+        "--num_steps=100",
+        "--repeats=2",
+        "--out",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("suggested learning rate:")
+    assert 1e-3 <= float(line.split(":")[1]) <= 1.0
+    assert (tmp_path / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
