@@ -1,0 +1,464 @@
+"""Throughput benchmarks: the jit train step, fused steps, evaluation and sampling, beside a
+PyTorch eager reference.
+
+    python scripts/bench.py [--config NAME|PATH] [--out FILE.json] [--quick] [--devices 1,2,4,8]
+                            [--config.KEY=VALUE ...]
+
+Every figure is the median of several timed repeats after a warm-up call, with
+`block_until_ready` (or a host transfer) closing each timed region. Everything JAX runs is the
+project's own code: `create_train_state`, `make_train_step`, `make_train_chunk`,
+`make_eval_step` + `evaluate_loss`, and `make_sampler` + `generate`. The PyTorch reference (the
+`[bench]` extra) is a plain eager makemore MLP of the same shapes trained with SGD at the same
+batch size, and makemore's per-word `torch.multinomial` sampling loop on the same weights.
+
+Prints a table on stdout and, with `--out`, writes one JSON object. `--devices` adds
+`train_fused_by_devices`: fused steps/s of the train command with N forced XLA host devices on
+this one CPU (a simulation of data parallelism, not N real accelerators).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_makemore import config as config_lib
+from jax_makemore.data import load_dataset
+from jax_makemore.models import build_model
+from jax_makemore.sample import generate, make_sampler
+from jax_makemore.train import (
+    create_train_state,
+    evaluate_loss,
+    make_eval_step,
+    make_train_chunk,
+    make_train_step,
+    variables_of,
+)
+
+FUSED_KS = (1, 10, 100, 1000)
+SAMPLE_BATCHES = (1, 100, 10_000)
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of `fn()` over `repeats` calls; `fn` blocks on its own results."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def device_name() -> str:
+    d = jax.devices()[0]
+    if d.platform == "cpu":
+        return f"cpu ({cpu_name()}, {usable_cpus()} cores)"
+    return f"{d.platform} ({d.device_kind})"
+
+
+def peak_rss_mb() -> float:
+    # ru_maxrss is in KiB on Linux, bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+class Sizes:
+    """How much work each measurement does: full, or `--quick` for tests."""
+
+    def __init__(self, quick: bool) -> None:
+        self.repeats = 3 if quick else 5
+        # steps per timed repeat: at least `train_steps`, and `fused_calls` calls of K steps
+        self.train_steps = 100 if quick else 2_000
+        self.fused_calls = 2 if quick else 20
+        self.torch_steps = 200 if quick else 5_000
+        self.sample_words = (
+            {1: 20, 100: 200, 10_000: 10_000}
+            if quick
+            else {
+                1: 300,
+                100: 3_000,
+                10_000: 30_000,
+            }
+        )
+        self.torch_words = 30 if quick else 1_000
+        self.device_steps = 500 if quick else 20_000
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX
+
+
+def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
+    ds = load_dataset(
+        config.data_path,
+        config.block_size,
+        config.seed,
+        config.split_fractions,
+        max_word_length=config.max_word_length,
+    )
+    vocab = ds.vocab
+    model = build_model(config, vocab.size)
+    init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    state = create_train_state(config, model, init_key, data_key)
+    X_train, Y_train = (jnp.asarray(a) for a in ds.split("train"))
+    B, full_batch, S = config.batch_size, config.full_batch, sizes.train_steps
+    out: dict[str, Any] = {}
+
+    # compile_seconds: the train chunk of `steps_per_call` steps, lowered and compiled afresh
+    def compile_chunk():
+        fn = make_train_chunk(model, B, full_batch, config.steps_per_call)
+        return fn.lower(state, X_train, Y_train).compile()
+
+    out["compile_seconds"] = median_seconds(compile_chunk, max(1, sizes.repeats // 2))
+    log(f"compile: {out['compile_seconds']:.2f} s")
+
+    # one jit call per step, dispatched asynchronously; the loss is fetched once per repeat
+    step = jax.jit(make_train_step(model, B, full_batch), donate_argnums=0)
+    state, loss = step(state, X_train, Y_train)
+    jax.block_until_ready(loss)
+
+    def per_step():
+        nonlocal state
+        for _ in range(S):
+            state, loss = step(state, X_train, Y_train)
+        jax.block_until_ready((state, loss))
+
+    out["train_per_step_steps_per_sec"] = S / median_seconds(per_step, sizes.repeats)
+    log(f"per-step jit: {out['train_per_step_steps_per_sec']:,.0f} steps/s")
+
+    # K steps in one lax.scan per call
+    by_k: dict[str, float] = {}
+    for K in sorted(set(FUSED_KS) | {config.steps_per_call}):
+        chunk = make_train_chunk(model, B, full_batch, K)
+        calls = max(sizes.fused_calls, -(-S // K))
+        state, losses = chunk(state, X_train, Y_train)  # compile + warm-up
+        np.asarray(losses)
+
+        def fused(chunk=chunk, calls=calls):
+            nonlocal state
+            for _ in range(calls):
+                state, losses = chunk(state, X_train, Y_train)
+            np.asarray(losses)  # the train loop's one host sync per chunk
+
+        by_k[str(K)] = calls * K / median_seconds(fused, sizes.repeats)
+        log(f"fused K={K}: {by_k[str(K)]:,.0f} steps/s")
+    out["train_fused_steps_per_sec"] = by_k[str(config.steps_per_call)]
+    out["train_fused_by_k"] = {str(k): by_k[str(k)] for k in FUSED_KS}
+
+    # evaluation over the val split (test split when val is empty)
+    variables = variables_of(state)
+    eval_step = make_eval_step(model)
+    X_eval, Y_eval = ds.split("val") if len(ds.split("val")[1]) else ds.split("test")
+    if len(Y_eval):
+        evaluate_loss(eval_step, variables, X_eval, Y_eval, config.eval_batch_size)
+        dt = median_seconds(
+            lambda: evaluate_loss(eval_step, variables, X_eval, Y_eval, config.eval_batch_size),
+            sizes.repeats,
+        )
+        out["eval_examples_per_sec"] = len(Y_eval) / dt
+    else:
+        out["eval_examples_per_sec"] = None
+    log(f"eval: {out['eval_examples_per_sec'] or 0:,.0f} examples/s")
+
+    # sampling from the state trained above, through generate() (decoding to strings included)
+    max_len = max(len(w) for w in ds.words[0]) + 10  # the sample command's default cap
+    by_batch: dict[str, float] = {}
+    for batch in SAMPLE_BATCHES:
+        sampler = make_sampler(model, config.block_size, max_len, vocab.boundary_id)
+        num = max(sizes.sample_words[batch], batch)
+
+        def sample(num=num, batch=batch, sampler=sampler):
+            return generate(
+                model,
+                variables,
+                vocab,
+                config.block_size,
+                sample_key,
+                num,
+                max_len,
+                batch_size=batch,
+                sampler=sampler,
+            )
+
+        generate(  # compile + warm-up: one batch
+            model, variables, vocab, config.block_size, sample_key, batch, max_len,
+            batch_size=batch, sampler=sampler,
+        )  # fmt: skip
+        by_batch[str(batch)] = num / median_seconds(sample, sizes.repeats)
+        log(f"sample batch {batch}: {by_batch[str(batch)]:,.0f} names/s")
+    out["sample_names_per_sec"] = by_batch[str(max(SAMPLE_BATCHES))]
+    out["sample_by_batch"] = by_batch
+
+    out["peak_rss_mb"] = peak_rss_mb()  # before torch is imported: the JAX process alone
+    out["_trained"] = (config, ds, variables, max_len)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch eager reference
+
+
+def torch_reference(
+    config, ds, variables, max_len: int, sizes: Sizes, log: Callable[[str], None]
+) -> tuple[float | None, float | None, str | None]:
+    """(steps/s, names/s, reason when None) of makemore's eager PyTorch MLP."""
+    if config.model != "mlp" or not config.use_batchnorm:
+        return None, None, "the PyTorch reference is the BatchNorm MLP only (config model=mlp)"
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None, None, "torch is not installed (pip install -e '.[bench]')"
+
+    torch.manual_seed(config.seed)
+    g = torch.Generator().manual_seed(config.seed)
+    V, T, E, H = ds.vocab.size, config.block_size, config.n_embd, config.n_hidden
+    Xtr, Ytr = (torch.from_numpy(np.asarray(a, np.int64)) for a in ds.split("train"))
+    C = torch.randn((V, E), generator=g)
+    W1 = torch.randn((T * E, H), generator=g) * config.kaiming_gain / (T * E) ** 0.5
+    W2 = torch.randn((H, V), generator=g) * 0.01
+    b2 = torch.zeros(V)
+    bngain, bnbias = torch.ones((1, H)), torch.zeros((1, H))
+    bnmean_running, bnvar_running = torch.zeros((1, H)), torch.ones((1, H))
+    params = [C, W1, W2, b2, bngain, bnbias]
+    for p in params:
+        p.requires_grad = True
+    m, eps, lr = config.bn_momentum, config.bn_eps, config.learning_rate
+
+    def train_steps(n: int) -> None:
+        for _ in range(n):
+            ix = torch.randint(0, Xtr.shape[0], (config.batch_size,), generator=g)
+            Xb, Yb = Xtr[ix], Ytr[ix]
+            hpreact = C[Xb].view(Xb.shape[0], -1) @ W1
+            bnmeani = hpreact.mean(0, keepdim=True)
+            bnvari = hpreact.var(0, keepdim=True, unbiased=False)
+            hpreact = bngain * (hpreact - bnmeani) / torch.sqrt(bnvari + eps) + bnbias
+            with torch.no_grad():
+                bnmean_running.mul_(1 - m).add_(m * bnmeani)
+                bnvar_running.mul_(1 - m).add_(m * bnvari)
+            logits = torch.tanh(hpreact) @ W2 + b2
+            loss = F.cross_entropy(logits, Yb)
+            for p in params:
+                p.grad = None
+            loss.backward()
+            for p in params:
+                p.data += -lr * p.grad
+        loss.item()
+
+    # torch's best thread count: its default (one per core) or one, which a batch of 32 favours
+    # and which does not collapse when other processes share the cores (OpenMP spin-waits)
+    trial: dict[int, float] = {}
+    for threads in sorted({1, torch.get_num_threads()}):
+        torch.set_num_threads(threads)
+        train_steps(20)
+        trial[threads] = median_seconds(lambda: train_steps(50), 3)
+    torch.set_num_threads(min(trial, key=trial.get))
+    steps = sizes.torch_steps
+    steps_per_sec = steps / median_seconds(lambda: train_steps(steps), sizes.repeats)
+    log(f"torch eager: {steps_per_sec:,.0f} steps/s ({torch.get_num_threads()} threads)")
+
+    # sample from the JAX-trained weights, so that both sample the same word lengths
+    p, stats = variables["params"], variables["batch_stats"]["BatchNorm_0"]
+    tt = {
+        "C": p["Embed_0"]["embedding"],
+        "W1": p["Dense_0"]["kernel"],
+        "W2": p["Dense_1"]["kernel"],
+        "b2": p["Dense_1"]["bias"],
+        "gain": p["BatchNorm_0"]["scale"],
+        "bias": p["BatchNorm_0"]["bias"],
+        "mean": stats["mean"],
+        "var": stats["var"],
+    }
+    tt = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in tt.items()}
+    boundary = ds.vocab.boundary_id
+
+    @torch.no_grad()
+    def sample_words(n: int) -> list[list[int]]:
+        words = []
+        for _ in range(n):
+            out, context = [], [boundary] * T
+            while True:
+                hpreact = tt["C"][torch.tensor([context])].view(1, -1) @ tt["W1"]
+                hpreact = (hpreact - tt["mean"]) / torch.sqrt(tt["var"] + eps)
+                logits = torch.tanh(hpreact * tt["gain"] + tt["bias"]) @ tt["W2"] + tt["b2"]
+                probs = F.softmax(logits, dim=1)
+                ix = torch.multinomial(probs, num_samples=1, generator=g).item()
+                context = context[1:] + [ix]
+                if ix == boundary:
+                    break
+                out.append(ix)
+                if len(out) >= max_len:
+                    break
+            words.append(out)
+        return words
+
+    sample_words(5)
+    n = sizes.torch_words
+    names_per_sec = n / median_seconds(lambda: sample_words(n), sizes.repeats)
+    log(f"torch per-word sampling: {names_per_sec:,.0f} names/s")
+    return steps_per_sec, names_per_sec, None
+
+
+# ---------------------------------------------------------------------------------------------
+# forced host device counts
+
+
+def bench_devices(
+    config_arg: str, overrides: Sequence[tuple[str, str]], counts: Sequence[int], sizes: Sizes,
+    log: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """Fused steps/s of `python -m jax_makemore.train` with N forced XLA host devices each."""
+    has_num_devices = "num_devices" in config_lib.base_config()
+    # TODO: without the `num_devices` config key (data parallelism, jax_makemore/parallel.py) the
+    # train command ignores the extra devices and this only measures one device beside N-1 idle.
+    steps = sizes.device_steps
+    result: dict[str, Any] = {
+        "note": (
+            f"simulation: N XLA host devices (--xla_force_host_platform_device_count=N) share one "
+            f"CPU of {usable_cpus()} cores; `python -m jax_makemore.train` with "
+            + (
+                "--config.num_devices=N"
+                if has_num_devices
+                else "one device (no num_devices config key yet)"
+            )
+            + f", {steps} steps"
+        ),
+        "steps_per_sec": {},
+    }
+    for n in counts:
+        with tempfile.TemporaryDirectory(prefix="bench_devices_") as tmp:
+            args = [
+                sys.executable, "-m", "jax_makemore.train", "--config", config_arg,
+                "--workdir", tmp, "--overwrite",
+                *(f"--config.{k}={v}" for k, v in overrides),
+                f"--config.num_steps={steps}", f"--config.eval_every={steps}",
+                f"--config.checkpoint_every={steps}", "--config.num_samples=0",
+            ]  # fmt: skip
+            if has_num_devices:
+                args.append(f"--config.num_devices={n}")
+            env = dict(os.environ)
+            env["JAX_PLATFORMS"] = "cpu"
+            env["XLA_FLAGS"] = (
+                env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}"
+            ).strip()
+            proc = subprocess.run(args, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                log(f"devices={n}: train command failed: {tail}")
+                result["steps_per_sec"][str(n)] = None
+                continue
+            results = json.loads((Path(tmp) / "results.json").read_text())
+            result["steps_per_sec"][str(n)] = results["steps_per_sec"]
+            log(f"devices={n} (simulated): {results['steps_per_sec']:,.0f} steps/s")
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def format_table(r: dict[str, Any]) -> str:
+    def num(v: Any, unit: str = "") -> str:
+        return "n/a" if v is None else f"{v:,.0f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
+
+    rows = [
+        ("device", r["device"]),
+        ("jax", r["jax_version"]),
+        ("compile (train chunk)", num(r["compile_seconds"], " s")),
+        ("train, one jit call per step", num(r["train_per_step_steps_per_sec"], " steps/s")),
+        ("train, fused (steps_per_call)", num(r["train_fused_steps_per_sec"], " steps/s")),
+    ]
+    rows += [(f"  fused K={k}", num(v, " steps/s")) for k, v in r["train_fused_by_k"].items()]
+    rows += [("eval (val split)", num(r["eval_examples_per_sec"], " examples/s"))]
+    rows += [(f"sample, batch {b}", num(v, " names/s")) for b, v in r["sample_by_batch"].items()]
+    rows += [
+        ("peak RSS", num(r["peak_rss_mb"], " MB")),
+        ("torch eager train", num(r["torch_eager_steps_per_sec"], " steps/s")),
+        ("torch per-word sampling", num(r["torch_sample_names_per_sec"], " names/s")),
+        ("speedup train (fused / torch)", num(r["speedup_train"], "x")),
+        ("speedup sample (batch / torch)", num(r["speedup_sample"], "x")),
+    ]
+    if "train_fused_by_devices" in r:
+        for n, v in r["train_fused_by_devices"]["steps_per_sec"].items():
+            rows.append((f"simulated devices={n}", num(v, " steps/s")))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str]) -> int:
+    argv, overrides = config_lib.split_config_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="mlp", help="config name or path (default: mlp)")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--quick", action="store_true", help="few steps and words (for tests)")
+    parser.add_argument(
+        "--devices",
+        default="",
+        help="comma-separated forced host device counts, e.g. 1,2,4,8 (each in a subprocess)",
+    )
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.devices.split(",") if n.strip()]
+    config, _ = config_lib.resolve(args.config, overrides)
+    sizes = Sizes(args.quick)
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    r: dict[str, Any] = {}
+    jax_results = bench_jax(config, sizes, log)
+    config, ds, variables, max_len = jax_results.pop("_trained")
+    r.update(jax_results)
+    r["device"] = device_name()
+    r["jax_version"] = jax.__version__
+    r["cpu_count"] = usable_cpus()
+
+    steps_ps, names_ps, why = torch_reference(config, ds, variables, max_len, sizes, log)
+    if why:
+        log(f"PyTorch reference skipped: {why}")
+    r["torch_eager_steps_per_sec"] = steps_ps
+    r["torch_sample_names_per_sec"] = names_ps
+    r["speedup_train"] = r["train_fused_steps_per_sec"] / steps_ps if steps_ps else None
+    r["speedup_sample"] = r["sample_names_per_sec"] / names_ps if names_ps else None
+    if counts:
+        r["train_fused_by_devices"] = bench_devices(args.config, overrides, counts, sizes, log)
+
+    print(format_table(r))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+        log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
