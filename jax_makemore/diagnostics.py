@@ -1,8 +1,7 @@
-"""Training diagnostics of the third lecture, computed inside the compiled chunk.
+"""Training diagnostics of the third lecture, measured inside the compiled chunk.
 
-With `--config.log_diagnostics=True` the train step also collects the model's sown
-'intermediates' and, every `diagnostics_every` steps (a `lax.cond`, so the other steps pay
-nothing but a branch), measures:
+With `--config.log_diagnostics=True` the chunk's first step also collects the model's sown
+'intermediates' and measures (`measure`):
 
 * tanh outputs (sown names starting with `h_`): the saturated fraction |h| > 0.97, mean, std and
   a histogram over [-1, 1];
@@ -12,15 +11,16 @@ nothing but a branch), measures:
   update is what the optimizer applied (`lr * grad` for plain SGD) and `param` is the value the
   gradient was taken at. About -3 is healthy (the lecture's guide line).
 
-The per-step results come back with the chunk's losses in the same host transfer; `records`
-turns the rows that were measured into JSON-ready dicts for `diagnostics.jsonl`.
+Chunks then also end at multiples of `diagnostics_every`, so each measured step starts a chunk:
+the other steps run the plain, unchanged train step (no per-step branch, which on a GPU would
+cost a device-to-host sync every step), and the measurement comes back with the chunk's losses
+in the same host transfer. `record` turns it into a JSON line of `diagnostics.jsonl`.
 All functions here are pure and take arrays, so each is tested against NumPy.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,43 +113,27 @@ def measure(
     return {"tanh": tanh, "grad": grad, "update_ratio": ratio}
 
 
-def make_collector(every: int, bins: int = NUM_BINS) -> Callable[..., dict[str, Any]]:
-    """`collect(step, old_params, new_params, grads, intermediates)`: `measure(...)` plus
-    `measured=True` when `step % every == 0`, else zeros with `measured=False` (a lax.cond, so
-    the statistics cost nothing on the other steps)."""
+def every_from_config(config: Any) -> int:
+    """Steps between measurements: `diagnostics_every` when `log_diagnostics`, else 0 (off)."""
+    if not config.get("log_diagnostics", False):
+        return 0
+    every = int(config.diagnostics_every)
     if every <= 0:
         raise UserError(f"config key diagnostics_every must be > 0, got {every}")
-
-    def collect(step, old_params, new_params, grads, intermediates) -> dict[str, Any]:
-        args = (old_params, new_params, grads, intermediates)
-
-        def on(args):
-            return {"measured": jnp.bool_(True), **measure(*args, bins=bins)}
-
-        def off(args):
-            shapes = jax.eval_shape(on, args)
-            return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-        return jax.lax.cond(step % every == 0, on, off, args)
-
-    return collect
+    return every
 
 
-def records(diag_K: Any, first_step: int) -> list[dict[str, Any]]:
-    """JSON-ready dicts of the measured rows of a chunk's stacked diagnostics (host arrays).
-    Row k holds the step that started at step `first_step + k` (0-based: before its update)."""
-    diag_K = jax.tree.map(np.asarray, diag_K)
-    rows = np.flatnonzero(diag_K["measured"])
+def record(diag: Any, step: int) -> dict[str, Any]:
+    """A JSON-ready dict of one measurement (host arrays) taken at the step that started at
+    `step` (0-based, before its update); non-finite numbers become null."""
 
-    def to_py(x: np.ndarray) -> Any:
-        return x.tolist() if x.ndim else (x.item() if np.isfinite(x) else None)
+    def to_py(x: Any) -> Any:
+        x = np.asarray(x)
+        if x.ndim:
+            return x.tolist()
+        return x.item() if np.isfinite(x) else None
 
-    out = []
-    for k in rows:
-        row = jax.tree.map(lambda a, k=k: to_py(a[k]), diag_K)
-        row.pop("measured")
-        out.append({"step": first_step + int(k), **row})
-    return out
+    return {"step": int(step), **jax.tree.map(to_py, diag)}
 
 
 def append_records(workdir: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -88,8 +88,9 @@ def make_train_step(
 ):
     """The pure step `(state, X_NxT, Y_N) -> (state, loss)`; the batch comes from
     `fold_in(state.data_key, state.step)`, so a resumed run draws the same batches.
-    With `diagnostics_every > 0` it returns `(state, (loss, diagnostics))` (see diagnostics.py)."""
-    collect = diagnostics.make_collector(diagnostics_every) if diagnostics_every else None
+    With `diagnostics_every > 0` it returns `(state, (loss, diagnostics))`: the step measures
+    (diagnostics.measure), so the chunk uses it for its first step only."""
+    collect = diagnostics.measure if diagnostics_every else None
 
     def train_step(state: TrainState, X_NxT: jax.Array, Y_N: jax.Array):
         if full_batch:
@@ -116,7 +117,7 @@ def make_train_step(
         )
         if collect:
             inter = updates.get("intermediates", {})
-            diag = collect(state.step, state.params, new_state.params, grads, inter)
+            diag = collect(state.params, new_state.params, grads, inter)
             return new_state, (loss, diag)
         return new_state, loss
 
@@ -133,11 +134,21 @@ def make_train_chunk(
 ):
     """`num_steps` train steps fused into one compiled `lax.scan`; the state buffers are donated.
     Returns the new state and the per-step losses_K (one host transfer per chunk), paired with
-    the stacked diagnostics when `diagnostics_every > 0`."""
-    train_step = make_train_step(model, batch_size, full_batch, diagnostics_every, mesh)
+    the diagnostics of the chunk's first step when `diagnostics_every > 0`."""
+    train_step = make_train_step(model, batch_size, full_batch, 0, mesh)
+    # diagnostics: the first step measures, the rest are plain steps (no per-step branch)
+    first = make_train_step(model, batch_size, full_batch, diagnostics_every, mesh)
 
     def chunk(state: TrainState, X_NxT: jax.Array, Y_N: jax.Array):
-        return jax.lax.scan(lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=num_steps)
+        if not diagnostics_every:
+            return jax.lax.scan(
+                lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=num_steps
+            )
+        state, (loss, diag) = first(state, X_NxT, Y_N)
+        state, losses = jax.lax.scan(
+            lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=num_steps - 1
+        )
+        return state, (jnp.concatenate([loss[None], losses]), diag)
 
     if mesh is not None:  # explicit in/out shardings over the devices of the mesh
         return parallel.jit_chunk(chunk, mesh)
@@ -410,7 +421,7 @@ def train_and_evaluate(
         ckpt.save(manager, int(state.step), state, config, config_name, vocab)
 
     compiled: dict[int, Any] = {}
-    diagnostics_every = config.diagnostics_every if config.log_diagnostics else 0
+    diagnostics_every = diagnostics.every_from_config(config)  # 0: off
     compile_seconds = train_seconds = 0.0
     step = start
     try:
@@ -418,7 +429,8 @@ def train_and_evaluate(
             for end in chunk_ends(
                 start,
                 config.num_steps,
-                (config.steps_per_call, config.eval_every, config.checkpoint_every),
+                (config.steps_per_call, config.eval_every, config.checkpoint_every)
+                + ((diagnostics_every,) if diagnostics_every else ()),
             ):
                 k = end - step
                 if k not in compiled:
@@ -431,8 +443,9 @@ def train_and_evaluate(
                 t0 = time.perf_counter()
                 state, losses_K = compiled[k](state, X_train, Y_train)
                 if diagnostics_every:
-                    losses_K, diag_K = jax.device_get(losses_K)  # the one host sync per chunk
-                    diagnostics.append_records(workdir, diagnostics.records(diag_K, step))
+                    losses_K, diag = jax.device_get(losses_K)  # the one host sync per chunk
+                    if step % diagnostics_every == 0:  # chunks also end at these multiples
+                        diagnostics.append_records(workdir, [diagnostics.record(diag, step)])
                 losses_K = np.asarray(losses_K)  # the one host sync per chunk
                 dt = time.perf_counter() - t0
                 train_seconds += dt

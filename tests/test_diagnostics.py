@@ -45,9 +45,9 @@ def _one_step(config, path, block_size, edit=lambda params: params):
     state = state.replace(params=edit(state.params))
     params0 = jax.tree.map(np.array, state.params)  # the state is donated
     _, (losses, diag) = make_train_chunk(model, 32, True, 1, diagnostics_every=1)(state, X, Y)
-    rows = diagnostics.records(jax.device_get(diag), 0)
-    assert len(rows) == 1 and rows[0]["step"] == 0
-    return params0, np.asarray(X), np.asarray(Y), rows[0]
+    row = diagnostics.record(jax.device_get(diag), 0)
+    assert row["step"] == 0 and losses.shape == (1,)
+    return params0, np.asarray(X), np.asarray(Y), row
 
 
 def test_neural_bigram_gradients_and_update_ratio_equal_numpy(small_names):
@@ -128,6 +128,31 @@ def test_training_logs_diagnostics_every_n_steps_without_changing_the_run(tmp_pa
     assert b["loss"]["val"] == pytest.approx(a["loss"]["val"], rel=1e-5)
 
 
-def test_diagnostics_every_must_be_positive():
-    with pytest.raises(UserError, match="diagnostics_every"):
-        diagnostics.make_collector(0)
+def test_diagnostics_every_must_be_positive(small_names):
+    config, _ = tiny_config("mlp", small_names, log_diagnostics=True, diagnostics_every=0)
+    with pytest.raises(UserError, match="diagnostics_every must be > 0"):
+        diagnostics.every_from_config(config)
+    config.log_diagnostics = False
+    assert diagnostics.every_from_config(config) == 0
+
+
+def test_plain_chunk_has_no_diagnostics_and_measured_chunk_measures_its_first_step(small_names):
+    config, _ = tiny_config("mlp", small_names, n_hidden=8)
+    ds = load_dataset(small_names, 3, 0)
+    model = build_model(config, ds.vocab.size)
+    X, Y = (jnp.asarray(a) for a in ds.split("train"))
+
+    def fresh():
+        return create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
+
+    plain = make_train_chunk(model, 32, False, 5)
+    measured = make_train_chunk(model, 32, False, 5, diagnostics_every=5)
+    # no branch in either; only the measured chunk has the histograms' scatter-adds
+    plain_hlo = plain.lower(fresh(), X, Y).as_text()
+    measured_hlo = measured.lower(fresh(), X, Y).as_text()
+    assert "stablehlo.case" not in plain_hlo and "stablehlo.case" not in measured_hlo
+    assert plain_hlo.count("scatter") < measured_hlo.count("scatter")
+    state_a, losses_a = plain(fresh(), X, Y)
+    state_b, (losses_b, diag) = measured(fresh(), X, Y)
+    np.testing.assert_allclose(losses_b, losses_a, rtol=1e-6)
+    assert int(state_b.step) == 5 and diag["tanh"]["h_BxH"]["hist"].shape == (50,)
