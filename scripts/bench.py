@@ -3,6 +3,7 @@ PyTorch eager reference.
 
     python scripts/bench.py [--config NAME|PATH] [--out FILE.json] [--quick] [--devices 1,2,4,8]
                             [--config.KEY=VALUE ...]
+    python scripts/bench.py --markdown [LABEL=]FILE.json ...   # the README table from results
 
 Every figure is the median of several timed repeats after a warm-up call, with
 `block_until_ready` (or a host transfer) closing each timed region. Everything JAX runs is the
@@ -415,6 +416,53 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def markdown_table(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> str:
+    """One column per bench JSON, one row per figure (the README's benchmark table)."""
+
+    def num(v: Any) -> str:
+        return "–" if v is None else f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+    rows: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+        ("compile, train chunk (s)", lambda r: r["compile_seconds"]),
+        ("train, one jit call per step (steps/s)", lambda r: r["train_per_step_steps_per_sec"]),
+    ]
+    rows += [
+        (f"train, fused, K={k} steps per call (steps/s)", lambda r, k=k: r["train_fused_by_k"][k])
+        for k in results[0]["train_fused_by_k"]
+    ]
+    rows += [("eval, val split (examples/s)", lambda r: r["eval_examples_per_sec"])]
+    rows += [
+        (f"sample, batch {b} (names/s)", lambda r, b=b: r["sample_by_batch"][b])
+        for b in results[0]["sample_by_batch"]
+    ]
+    rows += [
+        ("PyTorch eager train, batch 32 (steps/s)", lambda r: r["torch_eager_steps_per_sec"]),
+        ("PyTorch per-word sampling (names/s)", lambda r: r["torch_sample_names_per_sec"]),
+        ("speedup, fused train / PyTorch", lambda r: r["speedup_train"]),
+        ("speedup, batch sampling / PyTorch", lambda r: r["speedup_sample"]),
+        ("peak RSS of the bench, JAX part (MB)", lambda r: r["peak_rss_mb"]),
+    ]
+    with_devices = [r["train_fused_by_devices"] for r in results if "train_fused_by_devices" in r]
+    if with_devices:
+        rows += [
+            (
+                f"train, {n} simulated CPU devices (steps/s)",
+                lambda r, n=n: r.get("train_fused_by_devices", {}).get("steps_per_sec", {}).get(n),
+            )
+            for n in with_devices[0]["steps_per_sec"]
+        ]
+    lines = [
+        "| | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+        "| device | " + " | ".join(r["device"] for r in results) + " |",
+        "| jax | " + " | ".join(r["jax_version"] for r in results) + " |",
+    ]
+    lines += [
+        f"| {name} | " + " | ".join(num(get(r)) for r in results) + " |" for name, get in rows
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> int:
     argv, overrides = config_lib.split_config_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -426,7 +474,18 @@ def main(argv: Sequence[str]) -> int:
         default="",
         help="comma-separated forced host device counts, e.g. 1,2,4,8 (each in a subprocess)",
     )
+    parser.add_argument(
+        "--markdown",
+        nargs="+",
+        metavar="[LABEL=]FILE.json",
+        help="print a markdown table of earlier results (one column each) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        pairs = [m.split("=", 1) if "=" in m else [Path(m).stem, m] for m in args.markdown]
+        results = [json.loads(Path(f).read_text(encoding="utf-8")) for _, f in pairs]
+        print(markdown_table(results, [label for label, _ in pairs]))
+        return 0
     counts = [int(n) for n in args.devices.split(",") if n.strip()]
     config, _ = config_lib.resolve(args.config, overrides)
     sizes = Sizes(args.quick)

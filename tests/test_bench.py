@@ -85,3 +85,18 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
     # the table on stdout names every measurement
     for label in ("fused K=1000", "sample, batch 10000", "torch eager train", "devices=2"):
         assert label in proc.stdout
+
+    # --markdown renders the README table from the JSON
+    md = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench.py"), "--markdown", f"tiny={out}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+    assert md.returncode == 0, md.stderr[-2000:]
+    lines = md.stdout.splitlines()
+    assert lines[0] == "| | tiny |" and lines[1] == "|---|---:|"
+    assert any(line.startswith("| sample, batch 10000 (names/s) |") for line in lines)
+    assert any(line.startswith("| train, 2 simulated CPU devices (steps/s) |") for line in lines)
