@@ -453,7 +453,11 @@ def train_and_evaluate(
                 if diverged_K.any():
                     first = int(np.argmax(diverged_K))
                     last = manager.latest_step()
-                    kept = f"checkpoint {last} in '{workdir}' is kept" if last is not None else "no checkpoint was written"
+                    kept = (
+                        f"checkpoint {last} in '{workdir}' is kept"
+                        if last is not None
+                        else "no checkpoint was written"
+                    )
                     raise DivergedError(
                         f"training diverged: the loss became {losses_K[first]:.4g} at step {step + first + 1} "
                         f"(learning_rate={config.learning_rate}, divergence_loss={config.divergence_loss}); {kept}"

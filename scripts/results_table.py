@@ -1,6 +1,6 @@
 """Print the README's results table from the results.json files that training wrote.
 
-    python scripts/results_table.py runs/bigram_counts runs/bigram runs/mlp_nobn runs/mlp
+python scripts/results_table.py runs/bigram_counts runs/bigram runs/mlp_nobn runs/mlp
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@ import json
 
 import chex
 import pytest
-
 from conftest import tiny_config
+
 from jax_makemore import checkpoint as ckpt
 from jax_makemore.errors import UserError
 from jax_makemore.train import train_and_evaluate
@@ -31,7 +31,9 @@ def test_resume_is_bit_identical_to_one_run(tmp_path, small_names):
     chex.assert_trees_all_equal(a["batch_stats"], b["batch_stats"])
     chex.assert_trees_all_equal(a["opt_state"], b["opt_state"])
     assert straight["loss"] == resumed["loss"]
-    steps = [json.loads(x)["step"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == [500, 1000, 1500, 2000]  # appended, not restarted
 
 
@@ -66,7 +68,12 @@ def test_resume_refuses_a_different_model(tmp_path, small_names):
 
 def test_keeps_only_the_last_checkpoints(tmp_path, small_names):
     config, name = tiny_config(
-        "mlp", small_names, num_steps=400, steps_per_call=100, checkpoint_every=100, keep_checkpoints=2
+        "mlp",
+        small_names,
+        num_steps=400,
+        steps_per_call=100,
+        checkpoint_every=100,
+        keep_checkpoints=2,
     )
     train_and_evaluate(config, name, tmp_path / "w")
     assert ckpt.make_manager(tmp_path / "w").all_steps() == [300, 400]

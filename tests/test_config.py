@@ -16,7 +16,14 @@ def test_named_configs_exist_and_have_the_common_keys():
     for name in names:
         config, config_name = load_config(name)
         assert config_name == name
-        for key in ("data_path", "seed", "split_fractions", "num_steps", "batch_size", "block_size"):
+        for key in (
+            "data_path",
+            "seed",
+            "split_fractions",
+            "num_steps",
+            "batch_size",
+            "block_size",
+        ):
             assert key in config, (name, key)
 
 

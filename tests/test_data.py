@@ -95,7 +95,9 @@ def test_split_fraction_zero_gives_empty_split():
     assert val == [] and len(train) == 45 and len(test) == 5
 
 
-@pytest.mark.parametrize("fractions", [(0.5, 0.2, 0.2), (1.2, -0.1, -0.1), (0.0, 0.5, 0.5), (0.5, 0.5)])
+@pytest.mark.parametrize(
+    "fractions", [(0.5, 0.2, 0.2), (1.2, -0.1, -0.1), (0.0, 0.5, 0.5), (0.5, 0.5)]
+)
 def test_bad_split_fractions(fractions):
     with pytest.raises(UserError, match="split_fractions"):
         split_words(["a", "b"], seed=0, fractions=fractions)
@@ -140,7 +142,10 @@ def test_load_dataset_on_the_shipped_file():
 # -- fuzzing: arbitrary Unicode lines survive read -> Vocab -> encode -> decode -----------------
 
 line_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),
+    alphabet=st.characters(
+        blacklist_categories=("Cs",),
+        blacklist_characters="\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029",
+    ),
     min_size=0,
     max_size=30,
 )

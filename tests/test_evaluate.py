@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -13,12 +12,23 @@ def workdir(tmp_path_factory):
     data = root / "names.txt"
     data.write_text("\n".join(DEFAULT_DATA_PATH.read_text().splitlines()[:1500]) + "\n")
     result = run_cli(
-        "train", "--config", "mlp", "--workdir", str(root / "w"), f"--config.data_path={data}",
-        "--config.num_steps=600", "--config.steps_per_call=300",
+        "train",
+        "--config",
+        "mlp",
+        "--workdir",
+        str(root / "w"),
+        f"--config.data_path={data}",
+        "--config.num_steps=600",
+        "--config.steps_per_call=300",
     )
     assert result.returncode == 0, result.stderr
     assert "mlp: 600 steps" in result.stdout
-    assert sum(line.endswith(("new", "in train", "in val/test")) for line in result.stdout.splitlines()) == 10
+    assert (
+        sum(
+            line.endswith(("new", "in train", "in val/test")) for line in result.stdout.splitlines()
+        )
+        == 10
+    )
     return root / "w"
 
 
@@ -40,8 +50,14 @@ def test_score_words_and_other_files(workdir, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("anna\nbob\n")
     scored = json.loads(run_cli("evaluate", "--workdir", str(workdir), "--data", str(other)).stdout)
-    total = json.loads(run_cli("evaluate", "--workdir", str(workdir), "--score", "anna", "bob").stdout)
+    total = json.loads(
+        run_cli("evaluate", "--workdir", str(workdir), "--score", "anna", "bob").stdout
+    )
     assert scored["loss"] == pytest.approx(sum(s["nll"] for s in total) / 9, rel=1e-5)
 
     bad = run_cli("evaluate", "--workdir", str(workdir), "--score", "zoë")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "'ë' not in the vocabulary" in bad.stderr
+    assert (
+        bad.returncode == 2
+        and "Traceback" not in bad.stderr
+        and "'ë' not in the vocabulary" in bad.stderr
+    )

@@ -27,7 +27,10 @@ def test_batchnorm_training_matches_the_numpy_formula():
     variables = _init(bn, x)
     params = {"scale": jnp.arange(1, 6, dtype=jnp.float32), "bias": jnp.full((5,), 0.5)}
     y, updates = bn.apply(
-        {"params": params, "batch_stats": variables["batch_stats"]}, x, train=True, mutable=["batch_stats"]
+        {"params": params, "batch_stats": variables["batch_stats"]},
+        x,
+        train=True,
+        mutable=["batch_stats"],
     )
     mean, var = x.mean(0), x.var(0)
     expected = (x - mean) / np.sqrt(var + 1e-5) * np.arange(1, 6) + 0.5
@@ -45,11 +48,15 @@ def test_batchnorm_matches_flax_batchnorm_in_train_and_eval():
     for step in range(5):
         x = jnp.asarray(rng.normal(loc=step, scale=1 + step, size=(32, 8)), jnp.float32)
         y_ours, up_ours = ours.apply(v_ours, x, train=True, mutable=["batch_stats"])
-        y_flax, up_flax = flax_bn.apply(v_flax, x, use_running_average=False, mutable=["batch_stats"])
+        y_flax, up_flax = flax_bn.apply(
+            v_flax, x, use_running_average=False, mutable=["batch_stats"]
+        )
         chex.assert_trees_all_close(y_ours, y_flax, atol=1e-5)
         v_ours = {"params": v_ours["params"], **up_ours}
         v_flax = {"params": v_flax["params"], **up_flax}
-        chex.assert_trees_all_close(v_ours["batch_stats"]["var"], v_flax["batch_stats"]["var"], atol=1e-6)
+        chex.assert_trees_all_close(
+            v_ours["batch_stats"]["var"], v_flax["batch_stats"]["var"], atol=1e-6
+        )
     x = jnp.asarray(rng.normal(size=(4, 8)), jnp.float32)
     chex.assert_trees_all_close(
         ours.apply(v_ours, x, train=False),
@@ -62,7 +69,10 @@ def test_batch_stats_unchanged_in_eval_mode():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(16, 4)), jnp.float32)
     bn = BatchNorm()
     variables = bn.init(jax.random.PRNGKey(0), x, train=False)
-    variables = {"params": variables["params"], "batch_stats": {"mean": jnp.ones(4), "var": jnp.full(4, 2.0)}}
+    variables = {
+        "params": variables["params"],
+        "batch_stats": {"mean": jnp.ones(4), "var": jnp.full(4, 2.0)},
+    }
     _, updates = bn.apply(variables, x, train=False, mutable=["batch_stats"])
     chex.assert_trees_all_equal(updates["batch_stats"], variables["batch_stats"])
 

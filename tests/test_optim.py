@@ -23,11 +23,15 @@ def test_l2_as_weight_decay_equals_explicit_l2_gradient_step():
 
     params = {"W": W}
     explicit = jax.tree.map(
-        lambda p, g: p - lr * g, params, jax.grad(lambda p: nll(p) + l2 * jnp.mean(p["W"] ** 2))(params)
+        lambda p, g: p - lr * g,
+        params,
+        jax.grad(lambda p: nll(p) + l2 * jnp.mean(p["W"] ** 2))(params),
     )
     tx = optax.chain(l2_mean_as_weight_decay(l2, params), optax.sgd(lr))
     updates, _ = tx.update(jax.grad(nll)(params), tx.init(params), params)
-    chex.assert_trees_all_close(optax.apply_updates(params, updates), explicit, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(
+        optax.apply_updates(params, updates), explicit, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_step_decay_schedule():
@@ -38,7 +42,9 @@ def test_step_decay_schedule():
 
 
 def test_adamw_decays_matrices_only():
-    config, _ = resolve("mlp", [("optimizer", "adamw"), ("weight_decay", "0.5"), ("learning_rate", "0.1")])
+    config, _ = resolve(
+        "mlp", [("optimizer", "adamw"), ("weight_decay", "0.5"), ("learning_rate", "0.1")]
+    )
     params = {"kernel": jnp.ones((3, 3)), "bias": jnp.ones((3,))}
     tx = build_optimizer(config, params)
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)

@@ -10,8 +10,8 @@ import time
 
 import chex
 import pytest
-
 from conftest import REPO, run_cli
+
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import evaluate, sample, train
 from jax_makemore.errors import run_cli as run_main
@@ -52,7 +52,12 @@ def test_bad_data_files(tmp_path, capsys, content, message):
     elif content is not None:
         path.write_bytes(content)
     status, err = cli(
-        train.main, "--config", "bigram_counts", "--workdir", str(tmp_path / "w"), f"--config.data_path={path}",
+        train.main,
+        "--config",
+        "bigram_counts",
+        "--workdir",
+        str(tmp_path / "w"),
+        f"--config.data_path={path}",
         capsys=capsys,
     )
     assert status == 2
@@ -64,8 +69,15 @@ def test_one_character_file_crlf_and_dotted_lines_train_and_round_trip(tmp_path,
     one = tmp_path / "one.txt"
     one.write_bytes(b"aaa\r\naa\r\na\r\n" * 20)
     status, _ = cli(
-        train.main, "--config", "mlp", "--workdir", str(tmp_path / "one"), f"--config.data_path={one}",
-        "--config.num_steps=50", "--config.steps_per_call=50", capsys=capsys,
+        train.main,
+        "--config",
+        "mlp",
+        "--workdir",
+        str(tmp_path / "one"),
+        f"--config.data_path={one}",
+        "--config.num_steps=50",
+        "--config.steps_per_call=50",
+        capsys=capsys,
     )
     assert status == 0
     assert json.loads((tmp_path / "one" / "results.json").read_text())["loss"]["train"] < 1.0
@@ -73,7 +85,12 @@ def test_one_character_file_crlf_and_dotted_lines_train_and_round_trip(tmp_path,
     dotted = tmp_path / "dotted.txt"
     dotted.write_text("\n".join(["a.b", "c.d", "dr.no", "j.r.r"] * 30) + "\n")
     status, _ = cli(
-        train.main, "--config", "bigram_counts", "--workdir", str(tmp_path / "dot"), f"--config.data_path={dotted}",
+        train.main,
+        "--config",
+        "bigram_counts",
+        "--workdir",
+        str(tmp_path / "dot"),
+        f"--config.data_path={dotted}",
         capsys=capsys,
     )
     assert status == 0
@@ -93,14 +110,23 @@ def test_one_character_file_crlf_and_dotted_lines_train_and_round_trip(tmp_path,
     [
         (["--config", "nosuch"], "unknown config 'nosuch'; available: bigram, bigram_counts"),
         (["--config", "mlp", "--config.hidden=3"], "unknown config key 'hidden'"),
-        (["--config", "mlp", "--config.num_steps=lots"], "--config.num_steps='lots': expected an integer"),
+        (
+            ["--config", "mlp", "--config.num_steps=lots"],
+            "--config.num_steps='lots': expected an integer",
+        ),
         (["--config", "mlp", "--config.batch_size=0"], "batch_size must be > 0, got 0"),
         (["--config", "mlp", "--config.num_steps=0"], "num_steps must be > 0, got 0"),
         (["--config", "mlp", "--config.block_size=-1"], "block_size must be > 0, got -1"),
         (["--config", "mlp", "--config.n_embd=0"], "n_embd must be > 0, got 0"),
         (["--config", "mlp", "--config.n_hidden=0"], "n_hidden must be > 0, got 0"),
-        (["--config", "mlp", "--config.split_fractions=(0.5,0.1,0.1)"], "must be non-negative and sum to 1"),
-        (["--config", "mlp", "--config.split_fractions=(1.5,-0.5,0.0)"], "must be non-negative and sum to 1"),
+        (
+            ["--config", "mlp", "--config.split_fractions=(0.5,0.1,0.1)"],
+            "must be non-negative and sum to 1",
+        ),
+        (
+            ["--config", "mlp", "--config.split_fractions=(1.5,-0.5,0.0)"],
+            "must be non-negative and sum to 1",
+        ),
     ],
 )
 def test_bad_config(tmp_path, capsys, argv, message):
@@ -113,8 +139,14 @@ def test_training_split_with_no_words(tmp_path, capsys):
     data = tmp_path / "two.txt"
     data.write_text("ab\n")  # one distinct word: 0.8 * 1 rounds to a train split of 1, 0.4 to 0
     status, err = cli(
-        train.main, "--config", "bigram_counts", "--workdir", str(tmp_path / "w"), f"--config.data_path={data}",
-        "--config.split_fractions=(0.4,0.3,0.3)", capsys=capsys,
+        train.main,
+        "--config",
+        "bigram_counts",
+        "--workdir",
+        str(tmp_path / "w"),
+        f"--config.data_path={data}",
+        "--config.split_fractions=(0.4,0.3,0.3)",
+        capsys=capsys,
     )
     assert status == 2 and "training split" in one_line_error(err) and "has no words" in err
 
@@ -131,8 +163,17 @@ def trained(tmp_path_factory):
     data.write_text("\n".join(DEFAULT_DATA_PATH.read_text().splitlines()[:1000]) + "\n")
     status = run_main(
         train.main,
-        ["--config", "mlp", "--workdir", str(root / "w"), f"--config.data_path={data}", "--config.num_steps=400",
-         "--config.steps_per_call=200", "--config.checkpoint_every=200", "--config.num_samples=0"],
+        [
+            "--config",
+            "mlp",
+            "--workdir",
+            str(root / "w"),
+            f"--config.data_path={data}",
+            "--config.num_steps=400",
+            "--config.steps_per_call=200",
+            "--config.checkpoint_every=200",
+            "--config.num_samples=0",
+        ],
     )
     assert status == 0
     return root / "w", data
@@ -151,7 +192,9 @@ def test_workdir_without_checkpoint_or_a_file(tmp_path, capsys, main):
 def test_train_into_a_file_workdir(tmp_path, capsys):
     a_file = tmp_path / "f"
     a_file.write_text("keep me")
-    status, err = cli(train.main, "--config", "bigram_counts", "--workdir", str(a_file), capsys=capsys)
+    status, err = cli(
+        train.main, "--config", "bigram_counts", "--workdir", str(a_file), capsys=capsys
+    )
     assert status == 2 and "is a file" in one_line_error(err) and a_file.read_text() == "keep me"
 
 
@@ -159,12 +202,26 @@ def test_resume_with_a_different_model_is_refused(trained, capsys):
     workdir, data = trained
     before = ckpt.make_manager(workdir).all_steps()
     status, err = cli(
-        train.main, "--config", "mlp", "--workdir", str(workdir), f"--config.data_path={data}", "--resume",
-        "--config.n_hidden=50", "--config.num_steps=600", capsys=capsys,
+        train.main,
+        "--config",
+        "mlp",
+        "--workdir",
+        str(workdir),
+        f"--config.data_path={data}",
+        "--resume",
+        "--config.n_hidden=50",
+        "--config.num_steps=600",
+        capsys=capsys,
     )
     assert status == 2 and "n_hidden=200 but the flags ask for n_hidden=50" in one_line_error(err)
     status, err = cli(
-        train.main, "--config", "bigram", "--workdir", str(workdir), f"--config.data_path={data}", "--resume",
+        train.main,
+        "--config",
+        "bigram",
+        "--workdir",
+        str(workdir),
+        f"--config.data_path={data}",
+        "--resume",
         capsys=capsys,
     )
     assert status == 2 and "model='mlp' but the flags ask for model='bigram'" in one_line_error(err)
@@ -190,7 +247,9 @@ def test_read_only_workdir(tmp_path, capsys):
     workdir.mkdir()
     workdir.chmod(0o500)
     try:
-        status, err = cli(train.main, "--config", "bigram_counts", "--workdir", str(workdir), capsys=capsys)
+        status, err = cli(
+            train.main, "--config", "bigram_counts", "--workdir", str(workdir), capsys=capsys
+        )
         assert status == 2 and "not writable" in one_line_error(err)
     finally:
         workdir.chmod(0o700)
@@ -206,9 +265,18 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path, 
     shutil.copytree(trained[0], workdir)
     good = ckpt.restore_state(workdir, 400)
     status, err = cli(
-        train.main, "--config", "mlp", "--workdir", str(workdir), f"--config.data_path={trained[1]}", "--resume",
-        "--config.num_steps=1000", "--config.steps_per_call=200", "--config.learning_rate=1e6",
-        "--config.checkpoint_every=200", capsys=capsys,
+        train.main,
+        "--config",
+        "mlp",
+        "--workdir",
+        str(workdir),
+        f"--config.data_path={trained[1]}",
+        "--resume",
+        "--config.num_steps=1000",
+        "--config.steps_per_call=200",
+        "--config.learning_rate=1e6",
+        "--config.checkpoint_every=200",
+        capsys=capsys,
     )
     line = one_line_error(err)
     assert status == 3 and "training diverged" in line and "at step 4" in line
@@ -225,10 +293,25 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path, 
 def _train_proc(workdir, data, *extra):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     return subprocess.Popen(
-        [sys.executable, "-m", "jax_makemore.train", "--config", "mlp", "--workdir", str(workdir),
-         f"--config.data_path={data}", "--config.steps_per_call=500", "--config.lr_decay_steps=10000",
-         "--config.num_samples=0", *extra],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "jax_makemore.train",
+            "--config",
+            "mlp",
+            "--workdir",
+            str(workdir),
+            f"--config.data_path={data}",
+            "--config.steps_per_call=500",
+            "--config.lr_decay_steps=10000",
+            "--config.num_samples=0",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -246,7 +329,9 @@ def _wait_for_metrics(workdir, proc, timeout=120):
 
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(trained, tmp_path, sig, status):
+def test_signal_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
+    trained, tmp_path, sig, status
+):
     data = trained[1]
     num_steps = "--config.num_steps=20000"
     proc = _train_proc(tmp_path / "int", data, num_steps)
@@ -261,13 +346,32 @@ def test_signal_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(train
     stopped_at = ckpt.make_manager(tmp_path / "int").latest_step()
     assert 0 < stopped_at < 20000 and stopped_at % 500 == 0
 
-    resumed = run_cli("train", "--config", "mlp", "--workdir", str(tmp_path / "int"), f"--config.data_path={data}",
-                      "--config.steps_per_call=500", "--config.lr_decay_steps=10000", "--config.num_samples=0",
-                      num_steps, "--resume")
+    resumed = run_cli(
+        "train",
+        "--config",
+        "mlp",
+        "--workdir",
+        str(tmp_path / "int"),
+        f"--config.data_path={data}",
+        "--config.steps_per_call=500",
+        "--config.lr_decay_steps=10000",
+        "--config.num_samples=0",
+        num_steps,
+        "--resume",
+    )
     assert resumed.returncode == 0, resumed.stderr
-    straight = run_cli("train", "--config", "mlp", "--workdir", str(tmp_path / "one"), f"--config.data_path={data}",
-                       "--config.steps_per_call=500", "--config.lr_decay_steps=10000", "--config.num_samples=0",
-                       num_steps)
+    straight = run_cli(
+        "train",
+        "--config",
+        "mlp",
+        "--workdir",
+        str(tmp_path / "one"),
+        f"--config.data_path={data}",
+        "--config.steps_per_call=500",
+        "--config.lr_decay_steps=10000",
+        "--config.num_samples=0",
+        num_steps,
+    )
     assert straight.returncode == 0, straight.stderr
     a = ckpt.restore_state(tmp_path / "int", 20000)
     b = ckpt.restore_state(tmp_path / "one", 20000)
@@ -281,13 +385,21 @@ def test_kill_9_during_checkpointing_leaves_a_restorable_checkpoint(trained, tmp
     data = trained[1]
     workdir = tmp_path / "k"
     for attempt, delay in enumerate((0.0, 0.13, 0.29, 0.41)):
-        extra = ["--config.num_steps=100000", "--config.checkpoint_every=100", "--config.steps_per_call=100",
-                 "--config.keep_checkpoints=3"]
+        extra = [
+            "--config.num_steps=100000",
+            "--config.checkpoint_every=100",
+            "--config.steps_per_call=100",
+            "--config.keep_checkpoints=3",
+        ]
         proc = _train_proc(workdir, data, *extra, "--resume" if attempt else "--overwrite")
         try:
             if attempt == 0:
                 deadline = time.time() + 120
-                while not ckpt.has_checkpoint(workdir) and time.time() < deadline and proc.poll() is None:
+                while (
+                    not ckpt.has_checkpoint(workdir)
+                    and time.time() < deadline
+                    and proc.poll() is None
+                ):
                     time.sleep(0.05)
             else:
                 time.sleep(8)  # past start-up and compilation, inside the save-heavy loop

@@ -9,8 +9,8 @@ import math
 from collections import Counter
 
 import pytest
-
 from conftest import run_cli
+
 from jax_makemore import DEFAULT_DATA_PATH
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 def _train(tmp_path, config, *overrides):
     workdir = tmp_path / config
-    result = run_cli("train", "--config", config, "--workdir", str(workdir), "--config.num_samples=0", *overrides)
+    result = run_cli(
+        "train", "--config", config, "--workdir", str(workdir), "--config.num_samples=0", *overrides
+    )
     assert result.returncode == 0, result.stderr
     return json.loads((workdir / "results.json").read_text())
 
@@ -30,7 +32,9 @@ def test_bigram_floor_is_the_exact_maximum_likelihood_of_the_whole_file(tmp_path
     for (a, _), n in pairs.items():
         firsts[a] += n
     floor = -sum(n * math.log(n / firsts[a]) for (a, _), n in pairs.items()) / sum(pairs.values())
-    results = _train(tmp_path, "bigram_counts", "--config.split_fractions=(1.0,0.0,0.0)", "--config.smoothing=0")
+    results = _train(
+        tmp_path, "bigram_counts", "--config.split_fractions=(1.0,0.0,0.0)", "--config.smoothing=0"
+    )
     assert results["loss"]["train"] == pytest.approx(floor, abs=1e-6)
     assert abs(floor - 2.454) < 0.0015
 

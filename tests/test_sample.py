@@ -2,8 +2,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import run_cli, tiny_config
+
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError
 from jax_makemore.models import CountBigram
@@ -27,7 +27,13 @@ def trained(tmp_path_factory):
 def _words(loaded, seed=0, **kw):
     args = dict(num=kw.pop("num", 50), max_len=kw.pop("max_len", loaded.default_max_len))
     return generate(
-        loaded.model, loaded.variables, loaded.vocab, loaded.config.block_size, jax.random.PRNGKey(seed), **args, **kw
+        loaded.model,
+        loaded.variables,
+        loaded.vocab,
+        loaded.config.block_size,
+        jax.random.PRNGKey(seed),
+        **args,
+        **kw,
     )
 
 
@@ -47,7 +53,9 @@ def test_top_k_1_is_greedy_regardless_of_seed(trained):
     # independent greedy decode, one character at a time
     context, out = [loaded.vocab.boundary_id] * loaded.config.block_size, []
     for _ in range(loaded.default_max_len):
-        logits = loaded.model.apply(loaded.variables, jnp.asarray([context], jnp.int32), train=False)
+        logits = loaded.model.apply(
+            loaded.variables, jnp.asarray([context], jnp.int32), train=False
+        )
         nxt = int(jnp.argmax(logits[0]))
         if nxt == loaded.vocab.boundary_id:
             break

@@ -4,8 +4,8 @@ import chex
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from jax_makemore import checkpoint as ckpt
 from jax_makemore.train import chunk_ends, make_train_chunk, train_and_evaluate
 
@@ -21,7 +21,14 @@ def test_count_bigram_run_writes_results_and_metrics(tmp_path, small_names):
     results = train_and_evaluate(config, name, tmp_path / "w")
     saved = json.loads((tmp_path / "w" / "results.json").read_text())
     assert set(saved) == {
-        "config", "model", "num_params", "steps", "loss", "wall_seconds", "compile_seconds", "steps_per_sec",
+        "config",
+        "model",
+        "num_params",
+        "steps",
+        "loss",
+        "wall_seconds",
+        "compile_seconds",
+        "steps_per_sec",
     }
     assert saved["model"] == "bigram_counts" and saved["steps"] == 0
     assert saved["loss"] == results["loss"] and set(saved["loss"]) == {"train", "val", "test"}
@@ -29,7 +36,9 @@ def test_count_bigram_run_writes_results_and_metrics(tmp_path, small_names):
 
 
 def test_empty_splits_report_null(tmp_path, small_names):
-    config, name = tiny_config("bigram_counts", small_names, split_fractions="(1.0,0.0,0.0)", smoothing=0)
+    config, name = tiny_config(
+        "bigram_counts", small_names, split_fractions="(1.0,0.0,0.0)", smoothing=0
+    )
     results = train_and_evaluate(config, name, tmp_path / "w")
     assert results["loss"]["val"] is None and results["loss"]["test"] is None
     assert json.loads((tmp_path / "w" / "results.json").read_text())["loss"]["val"] is None
@@ -46,10 +55,17 @@ def test_neural_bigram_reaches_count_bigram_train_nll(tmp_path, small_names):
 
 def test_mlp_learns_and_metrics_are_logged(tmp_path, small_names):
     config, name = tiny_config(
-        "mlp", small_names, num_steps=1500, steps_per_call=500, eval_every=1000, checkpoint_every=1000
+        "mlp",
+        small_names,
+        num_steps=1500,
+        steps_per_call=500,
+        eval_every=1000,
+        checkpoint_every=1000,
     )
     results = train_and_evaluate(config, name, tmp_path / "w")
-    lines = [json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(line) for line in (tmp_path / "w" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in lines] == [500, 1000, 1500]
     assert "split_loss" in lines[1] and "split_loss" in lines[2] and "split_loss" not in lines[0]
     assert lines[-1]["split_loss"] == results["loss"]
@@ -106,17 +122,23 @@ def test_train_step_gradient_matches_unjitted_function(small_names, use_batchnor
     from jax_makemore.models import build_model
     from jax_makemore.train import create_train_state, cross_entropy
 
-    config, _ = tiny_config("mlp", small_names, use_batchnorm=use_batchnorm, learning_rate=1.0, lr_decay_factor=1.0)
+    config, _ = tiny_config(
+        "mlp", small_names, use_batchnorm=use_batchnorm, learning_rate=1.0, lr_decay_factor=1.0
+    )
     ds = load_dataset(small_names, 3, 0)
     model = build_model(config, ds.vocab.size)
     X, Y = (jax.numpy.asarray(a) for a in ds.split("train"))
     state = create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
-    params0, bs0 = jax.tree.map(jax.numpy.copy, (state.params, state.batch_stats))  # state is donated
+    params0, bs0 = jax.tree.map(
+        jax.numpy.copy, (state.params, state.batch_stats)
+    )  # state is donated
     new_state, _ = make_train_chunk(model, 32, False, 1)(state, X, Y)
     idx = jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(1), 0), (32,), 0, X.shape[0])
 
     def loss(params):
-        logits, _ = model.apply({"params": params, "batch_stats": bs0}, X[idx], train=True, mutable=["batch_stats"])
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": bs0}, X[idx], train=True, mutable=["batch_stats"]
+        )
         return cross_entropy(logits, Y[idx])
 
     with jax.disable_jit():
