@@ -10,6 +10,7 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -225,3 +226,16 @@ def load_dataset(
         )
     windows = tuple(context_windows(s, vocab, block_size) for s in splits)
     return Dataset(path=Path(path), vocab=vocab, words=splits, windows=windows)
+
+
+def dataset_from_config(config: Any, vocab: Vocab | None = None) -> Dataset:
+    """`load_dataset` with a config's data keys (data_path, block_size, seed, split_fractions,
+    max_word_length): how training, evaluation, lr_find and the bench all see the same splits."""
+    return load_dataset(
+        config.data_path,
+        config.block_size,
+        config.seed,
+        config.split_fractions,
+        vocab=vocab,
+        max_word_length=config.max_word_length,
+    )

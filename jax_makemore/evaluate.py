@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jax_makemore.data import context_windows, load_dataset, read_words
+from jax_makemore.data import context_windows, dataset_from_config, read_words
 from jax_makemore.errors import UserError, run_cli
 from jax_makemore.train import LoadedModel, evaluate_loss, load_trained, make_eval_step
 
@@ -24,14 +24,7 @@ SPLITS = ("train", "val", "test")
 def split_losses(loaded: LoadedModel, splits: Sequence[str] = SPLITS) -> dict[str, float | None]:
     """Mean NLL of each split of the training data, re-split exactly as in training."""
     c = loaded.config
-    ds = load_dataset(
-        c.data_path,
-        c.block_size,
-        c.seed,
-        c.split_fractions,
-        vocab=loaded.vocab,
-        max_word_length=c.max_word_length,
-    )
+    ds = dataset_from_config(c, vocab=loaded.vocab)
     eval_step = make_eval_step(loaded.model)
     return {
         s: evaluate_loss(eval_step, loaded.variables, *ds.split(s), c.eval_batch_size)

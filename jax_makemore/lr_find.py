@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jax_makemore import config as config_lib
-from jax_makemore.data import load_dataset
+from jax_makemore.data import dataset_from_config
 from jax_makemore.errors import UserError, run_cli
 from jax_makemore.models import build_model
 from jax_makemore.optim import build_optimizer
@@ -83,13 +83,7 @@ def lr_find(
         raise UserError(f"need --num_steps >= 2 and --repeats >= 1, got {num_steps}, {repeats}")
     if config.model == "bigram_counts":
         raise UserError("model bigram_counts is fitted by counting; there is no learning rate")
-    ds = load_dataset(
-        config.data_path,
-        config.block_size,
-        config.seed,
-        config.split_fractions,
-        max_word_length=config.max_word_length,
-    )
+    ds = dataset_from_config(config)
     model = build_model(config, ds.vocab.size)
     X_NxT, Y_N = (jnp.asarray(a) for a in ds.split("train"))
     lrs_S = sweep_learning_rates(min_lr, max_lr, num_steps)

@@ -31,7 +31,7 @@ from flax.training import train_state
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import config as config_lib
 from jax_makemore import diagnostics, parallel
-from jax_makemore.data import Dataset, Vocab, load_dataset, read_words, split_words
+from jax_makemore.data import Dataset, Vocab, dataset_from_config, read_words, split_words
 from jax_makemore.errors import DivergedError, UserError, run_cli
 from jax_makemore.models import build_model
 from jax_makemore.models.bigram import count_table, fit_log_probs
@@ -369,13 +369,7 @@ def train_and_evaluate(
     if config.model != "bigram_counts" and not config.full_batch:
         parallel.check_batch_size(config.batch_size, mesh)
     resuming = parallel.on_primary(lambda: prepare_workdir(workdir, resume, overwrite))
-    ds: Dataset = load_dataset(
-        config.data_path,
-        config.block_size,
-        config.seed,
-        config.split_fractions,
-        max_word_length=config.max_word_length,
-    )
+    ds: Dataset = dataset_from_config(config)
     with config.unlocked():
         config.max_train_word_length = max(len(w) for w in ds.words[0])
     vocab = ds.vocab
@@ -443,7 +437,7 @@ def train_and_evaluate(
                 t0 = time.perf_counter()
                 state, losses_K = compiled[k](state, X_train, Y_train)
                 if diagnostics_every:
-                    losses_K, diag = jax.device_get(losses_K)  # the one host sync per chunk
+                    losses_K, diag = jax.device_get(losses_K)
                     if step % diagnostics_every == 0:  # chunks also end at these multiples
                         diagnostics.append_records(workdir, [diagnostics.record(diag, step)])
                 losses_K = np.asarray(losses_K)  # the one host sync per chunk
@@ -487,9 +481,8 @@ def train_and_evaluate(
                         f"{name}: saved checkpoint at step {step} in '{workdir}'; continue with --resume"
                     )
                     return {"interrupted": stop.signum}
-        if manager.latest_step() != int(state.step) or config.num_steps == 0:
-            if manager.latest_step() != int(state.step):
-                save(state)
+        if manager.latest_step() != int(state.step):  # e.g. the count bigram, which takes no step
+            save(state)
         split_loss = evaluate_all(state)
     finally:
         logger.close()

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_makemore import config as config_lib
-from jax_makemore.data import load_dataset
+from jax_makemore.data import dataset_from_config
 from jax_makemore.models import build_model
 from jax_makemore.sample import generate, make_sampler
 from jax_makemore.train import (
@@ -121,13 +121,7 @@ class Sizes:
 
 
 def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
-    ds = load_dataset(
-        config.data_path,
-        config.block_size,
-        config.seed,
-        config.split_fractions,
-        max_word_length=config.max_word_length,
-    )
+    ds = dataset_from_config(config)
     vocab = ds.vocab
     model = build_model(config, vocab.size)
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
