@@ -15,13 +15,18 @@ from jax_makemore.config import resolve
 REPO = Path(__file__).resolve().parents[1]
 
 
+def write_small_names(directory: Path, n: int = 1500) -> Path:
+    """Write the first `n` names of the shipped data set to `directory`/small_names.txt."""
+    lines = DEFAULT_DATA_PATH.read_text(encoding="utf-8").splitlines()[:n]
+    path = directory / "small_names.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def small_names(tmp_path: Path) -> Path:
     """The first 1,500 names of the shipped data set."""
-    lines = DEFAULT_DATA_PATH.read_text(encoding="utf-8").splitlines()[:1500]
-    path = tmp_path / "small_names.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_small_names(tmp_path)
 
 
 def tiny_config(name: str = "mlp", data_path: Path | str | None = None, **overrides):

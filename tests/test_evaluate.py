@@ -1,16 +1,13 @@
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, write_small_names
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    from jax_makemore import DEFAULT_DATA_PATH
-
     root = tmp_path_factory.mktemp("eval")
-    data = root / "names.txt"
-    data.write_text("\n".join(DEFAULT_DATA_PATH.read_text().splitlines()[:1500]) + "\n")
+    data = write_small_names(root, 1500)
     result = run_cli(
         "train",
         "--config",

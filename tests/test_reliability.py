@@ -10,7 +10,7 @@ import time
 
 import chex
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, write_small_names
 
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import evaluate, sample, train
@@ -156,11 +156,8 @@ def test_training_split_with_no_words(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from jax_makemore import DEFAULT_DATA_PATH
-
     root = tmp_path_factory.mktemp("rel")
-    data = root / "names.txt"
-    data.write_text("\n".join(DEFAULT_DATA_PATH.read_text().splitlines()[:1000]) + "\n")
+    data = write_small_names(root, 1000)
     status = run_main(
         train.main,
         [

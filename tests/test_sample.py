@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_config
+from conftest import run_cli, tiny_config, write_small_names
 
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError
@@ -14,11 +14,8 @@ from jax_makemore.train import load_trained, train_and_evaluate
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A briefly trained MLP (BatchNorm) workdir on 1,500 names."""
-    from jax_makemore import DEFAULT_DATA_PATH
-
     root = tmp_path_factory.mktemp("sample")
-    data = root / "names.txt"
-    data.write_text("\n".join(DEFAULT_DATA_PATH.read_text().splitlines()[:1500]) + "\n")
+    data = write_small_names(root, 1500)
     config, name = tiny_config("mlp", data, num_steps=1000, steps_per_call=500)
     train_and_evaluate(config, name, root / "w")
     return root / "w"
