@@ -172,6 +172,17 @@ def on_primary(fn: Callable[[], bool]) -> bool:
     return bool(code)
 
 
+def any_process(flag: bool) -> bool:
+    """True when `flag` is true in any process (one tiny all-gather in a multi-process run):
+    a SIGINT/SIGTERM that reaches one process stops all of them at the same chunk, so the
+    checkpoint that every process must take part in is written by all of them."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
 class NullLogger:
     """Stands in for the train Logger on processes other than 0: every method does nothing."""
 

@@ -473,14 +473,15 @@ def train_and_evaluate(
                 logger.progress(step, record["loss"], record["steps_per_sec"])
                 if step % config.checkpoint_every == 0 or step == config.num_steps:
                     save(state)
-                if stop.signum is not None:
+                if parallel.any_process(stop.signum is not None):
+                    signum = stop.signum or signal.SIGTERM  # a peer process got the signal
                     if manager.latest_step() != step:
                         save(state)
-                    name = signal.Signals(stop.signum).name
+                    name = signal.Signals(signum).name
                     logger.info(
                         f"{name}: saved checkpoint at step {step} in '{workdir}'; continue with --resume"
                     )
-                    return {"interrupted": stop.signum}
+                    return {"interrupted": int(signum)}
         if manager.latest_step() != int(state.step):  # e.g. the count bigram, which takes no step
             save(state)
         split_loss = evaluate_all(state)

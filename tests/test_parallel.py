@@ -106,10 +106,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_train_like_one_device(tmp_path, names, one_device_run):
-    """Two processes with 2 CPU devices each (a 4-device mesh) on 127.0.0.1 share the global
-    batch of 32 and write one shared workdir; only process 0 logs and writes results."""
-    workdir = tmp_path / "w"
+def run_two_processes(tmp_path: Path, workdir: Path, names: Path, *extra: str, signal_to=None):
+    """Two processes with 2 CPU devices each on 127.0.0.1; with `signal_to=(pid, sig)` that one
+    process gets `sig` once process 0 has logged its first chunk. Returns (procs, stdouts)."""
+    import time
+
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, **forced_devices(2)}
     procs = []
@@ -119,9 +120,17 @@ def test_two_processes_train_like_one_device(tmp_path, names, one_device_run):
                 sys.executable, "-m", "jax_makemore.train", *TRAIN_ARGS,
                 "--workdir", str(workdir), f"--config.data_path={names}",
                 "--coordinator_address", address, "--num_processes", "2", "--process_id", str(pid),
+                *extra,
             ]  # fmt: skip
             with open(tmp_path / f"out{pid}", "w") as out, open(tmp_path / f"err{pid}", "w") as err:
                 procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err))
+        if signal_to is not None:
+            deadline = time.time() + TIMEOUT
+            metrics = workdir / "metrics.jsonl"
+            while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+                assert all(p.poll() is None for p in procs), (tmp_path / "err0").read_text()[-3000:]
+                time.sleep(0.1)
+            procs[signal_to[0]].send_signal(signal_to[1])
         for p in procs:
             p.wait(timeout=TIMEOUT)
     finally:
@@ -129,9 +138,34 @@ def test_two_processes_train_like_one_device(tmp_path, names, one_device_run):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    stdout = [(tmp_path / f"out{pid}").read_text() for pid in range(2)]
+    return procs, [(tmp_path / f"out{pid}").read_text() for pid in range(2)]
+
+
+def test_two_processes_train_like_one_device(tmp_path, names, one_device_run):
+    """Two processes with 2 CPU devices each (a 4-device mesh) on 127.0.0.1 share the global
+    batch of 32 and write one shared workdir; only process 0 logs and writes results."""
+    workdir = tmp_path / "w"
+    procs, stdout = run_two_processes(tmp_path, workdir, names)
     for pid, p in enumerate(procs):
         assert p.returncode == 0, (tmp_path / f"err{pid}").read_text()[-3000:]
     # (gloo itself prints connection lines on stdout)
     assert "mlp: 200 steps" in stdout[0] and "mlp: 200 steps" not in stdout[1]
     assert_same_training(workdir, one_device_run)
+
+
+def test_a_signal_to_one_process_stops_both_with_a_checkpoint(tmp_path, names):
+    """SIGINT to process 1 only: both processes stop at the same chunk, the checkpoint that
+    needs both of them is written, and neither waits forever for the other."""
+    import signal
+
+    workdir = tmp_path / "w"
+    procs, _ = run_two_processes(
+        tmp_path, workdir, names, "--config.num_steps=100000", signal_to=(1, signal.SIGINT)
+    )
+    assert procs[1].returncode == 130, (tmp_path / "err1").read_text()[-3000:]
+    assert procs[0].returncode == 143, (tmp_path / "err0").read_text()[-3000:]
+    step = ckpt.make_manager(workdir).latest_step()
+    assert step is not None and 0 < step < 100000 and step % 20 == 0
+    assert "continue with --resume" in (tmp_path / "err0").read_text()
+    state = ckpt.restore_state(workdir, step)
+    assert int(state["step"]) == step
