@@ -169,3 +169,26 @@ def test_a_signal_to_one_process_stops_both_with_a_checkpoint(tmp_path, names):
     assert "continue with --resume" in (tmp_path / "err0").read_text()
     state = ckpt.restore_state(workdir, step)
     assert int(state["step"]) == step
+
+
+def test_diagnostics_on_two_devices_equal_one_device(tmp_path, names):
+    """The in-chunk diagnostics (saturation, gradient stats, update ratios) see the global
+    batch on a mesh too: two devices report what one device reports."""
+    extra = ("--config.log_diagnostics=True", "--config.diagnostics_every=100")
+    records = []
+    for devices in (1, 2):
+        workdir = tmp_path / f"d{devices}"
+        train(workdir, names, devices, f"--config.num_devices={devices}", *extra)
+        lines = (workdir / "diagnostics.jsonl").read_text().splitlines()
+        records.append([json.loads(line) for line in lines])
+    one, two = records
+    assert [r["step"] for r in one] == [r["step"] for r in two] == [0, 100]
+    for a, b in zip(one, two, strict=True):
+        assert a["tanh"]["h_BxH"]["saturated"] == pytest.approx(
+            b["tanh"]["h_BxH"]["saturated"], abs=1e-6
+        )
+        assert a["update_ratio"].keys() == b["update_ratio"].keys()
+        for name, ratio in a["update_ratio"].items():
+            assert ratio == pytest.approx(b["update_ratio"][name], abs=1e-4)
+        for name, stats in a["grad"].items():
+            assert stats["std"] == pytest.approx(b["grad"][name]["std"], rel=1e-4)
