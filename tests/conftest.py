@@ -14,6 +14,13 @@ from jax_makemore.config import resolve
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Bit-identity tests (reproducibility, resume) need deterministic scatter-adds on a GPU (the
+# embedding gradient); set before any backend starts. CPU is deterministic already.
+if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_gpu_deterministic_ops=true"
+    ).strip()
+
 
 def write_small_names(directory: Path, n: int = 1500) -> Path:
     """Write the first `n` names of the shipped data set to `directory`/small_names.txt."""

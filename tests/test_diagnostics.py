@@ -44,7 +44,9 @@ def _one_step(config, path, block_size, edit=lambda params: params):
     state = create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
     state = state.replace(params=edit(state.params))
     params0 = jax.tree.map(np.array, state.params)  # the state is donated
-    _, (losses, diag) = make_train_chunk(model, 32, True, 1, diagnostics_every=1)(state, X, Y)
+    # full float32 matmuls, as NumPy does (a GPU would otherwise use TF32)
+    with jax.default_matmul_precision("highest"):
+        _, (losses, diag) = make_train_chunk(model, 32, True, 1, diagnostics_every=1)(state, X, Y)
     row = diagnostics.record(jax.device_get(diag), 0)
     assert row["step"] == 0 and losses.shape == (1,)
     return params0, np.asarray(X), np.asarray(Y), row
@@ -100,7 +102,9 @@ def test_mlp_tanh_saturation_equals_numpy_forward(small_names, use_batchnorm):
     assert abs(stats["saturated"] - np.mean(np.abs(h) > 0.97)) <= 2 / n
     assert stats["std"] == pytest.approx(h.std(), rel=1e-4)
     expected_hist, _ = np.histogram(h, diagnostics.NUM_BINS, (-1.0, 1.0))
-    assert np.abs(np.array(stats["hist"]) - expected_hist).sum() <= 4
+    # entries within float error of a bin edge may land on either side (more of them on a GPU,
+    # whose tanh differs from NumPy's in the last bits): allow 1 in 10,000
+    assert np.abs(np.array(stats["hist"]) - expected_hist).sum() <= max(4, n // 10_000)
     assert set(row["update_ratio"]) == {"Embed_0/embedding", "Dense_0/kernel", "Dense_1/kernel"}
 
 
