@@ -8,18 +8,23 @@ from conftest import run_cli, write_small_names
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = write_small_names(root, 1500)
+    # from another directory, with a relative workdir: the default data and configs still resolve
     result = run_cli(
         "train",
         "--config",
         "mlp",
         "--workdir",
-        str(root / "w"),
+        "w",
         f"--config.data_path={data}",
         "--config.num_steps=600",
         "--config.steps_per_call=300",
+        cwd=root,
     )
     assert result.returncode == 0, result.stderr
     assert "mlp: 600 steps" in result.stdout
+    # stderr is not a terminal here: plain progress lines instead of a bar
+    assert "step 600/600  loss " in result.stderr and " steps/s" in result.stderr
+    assert "\r" not in result.stderr
     assert (
         sum(
             line.endswith(("new", "in train", "in val/test")) for line in result.stdout.splitlines()

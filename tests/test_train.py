@@ -145,3 +145,44 @@ def test_train_step_gradient_matches_unjitted_function(small_names, use_batchnor
         grads = jax.grad(loss)(params0)
     expected = jax.tree.map(lambda p, g: p - 1.0 * g, params0, grads)
     chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal, stderr shows a tqdm bar with step, loss and steps/s."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from conftest import REPO, write_small_names
+
+    data = write_small_names(tmp_path, 300)
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24x100
+    args = ["--config", "mlp", "--workdir", str(tmp_path / "w"), f"--config.data_path={data}"]
+    args += ["--config.num_steps=400", "--config.steps_per_call=100", "--config.num_samples=0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jax_makemore.train", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=120) == 0
+    os.close(leader)
+    shown = b"".join(chunks).decode(errors="replace")
+    assert "400/400" in shown and "loss=" in shown and "steps_per_s=" in shown
+    assert "\r" in shown  # redrawn in place, not printed line by line
