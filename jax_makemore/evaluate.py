@@ -46,15 +46,25 @@ def file_loss(loaded: LoadedModel, path: str) -> float:
 
 
 def score_words(loaded: LoadedModel, words: Sequence[str]) -> list[dict]:
-    """Total NLL and NLL per character (len(word) + 1 predictions, the end token included)."""
-    eval_step = make_eval_step(loaded.model)
-    out = []
+    """Total NLL and NLL per character (len(word) + 1 predictions, the end token included).
+
+    All words' context windows go into one padded batch, and each word is its mask over it, so
+    one compiled `eval_step` scores words of every length.
+    """
     for word in words:
         loaded.vocab.encode(word)  # one-line error for characters outside the vocabulary
-        X, Y = context_windows([word], loaded.vocab, loaded.config.block_size)
-        mask = np.ones(len(Y), bool)
+    X, Y = context_windows(words, loaded.vocab, loaded.config.block_size)
+    padded = 1 << max(len(Y) - 1, 0).bit_length()  # a power of two: few distinct shapes
+    X = np.concatenate([X, np.zeros((padded - len(Y), X.shape[1]), X.dtype)])
+    Y = np.concatenate([Y, np.zeros((padded - len(Y),), Y.dtype)])
+    eval_step = make_eval_step(loaded.model)
+    out, start = [], 0
+    for word in words:
+        stop = start + len(word) + 1
+        mask = (np.arange(padded) >= start) & (np.arange(padded) < stop)
         total = float(eval_step(loaded.variables, X, Y, mask))
-        out.append({"word": word, "nll": total, "nll_per_char": total / len(Y)})
+        out.append({"word": word, "nll": total, "nll_per_char": total / (stop - start)})
+        start = stop
     return out
 
 

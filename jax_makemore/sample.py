@@ -212,7 +212,6 @@ def main(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
     loaded = train_lib.load_trained(args.workdir)
-    check_sampling_args(loaded.vocab, args.num, args.temperature, args.top_k, args.prefix)
     if args.max_len < 0:
         raise UserError(f"--max_len must be >= 0, got {args.max_len}")
     max_len = args.max_len or loaded.default_max_len

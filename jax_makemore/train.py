@@ -140,14 +140,13 @@ def make_train_chunk(
     first = make_train_step(model, batch_size, full_batch, diagnostics_every, mesh)
 
     def chunk(state: TrainState, X_NxT: jax.Array, Y_N: jax.Array):
+        def steps(state: TrainState, length: int):
+            return jax.lax.scan(lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=length)
+
         if not diagnostics_every:
-            return jax.lax.scan(
-                lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=num_steps
-            )
+            return steps(state, num_steps)
         state, (loss, diag) = first(state, X_NxT, Y_N)
-        state, losses = jax.lax.scan(
-            lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=num_steps - 1
-        )
+        state, losses = steps(state, num_steps - 1)
         return state, (jnp.concatenate([loss[None], losses]), diag)
 
     if mesh is not None:  # explicit in/out shardings over the devices of the mesh
@@ -175,7 +174,7 @@ def evaluate_loss(
     n = len(Y_N)
     if n == 0:
         return None
-    batch_size = min(batch_size, n) if n < batch_size else batch_size
+    batch_size = min(batch_size, n)
     num_batches = -(-n // batch_size)
     pad = num_batches * batch_size - n
     X_pad = np.concatenate([X_NxT, np.zeros((pad, X_NxT.shape[1]), X_NxT.dtype)])
