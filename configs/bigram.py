@@ -5,9 +5,7 @@ from jax_makemore.config import base_config
 
 
 def get_config():
-    config = base_config()
-    config.model = "bigram"
-    config.block_size = 1
+    config = base_config("bigram")
     config.full_batch = True
     config.learning_rate = 50.0
     config.lr_decay_factor = 1.0

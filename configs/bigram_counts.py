@@ -4,8 +4,6 @@ from jax_makemore.config import base_config
 
 
 def get_config():
-    config = base_config()
-    config.model = "bigram_counts"
-    config.block_size = 1
+    config = base_config("bigram_counts")
     config.num_steps = 0  # fitted by counting, not by gradient steps
     return config

@@ -5,4 +5,4 @@ from jax_makemore.config import base_config
 
 
 def get_config():
-    return base_config()  # the defaults are this model
+    return base_config("mlp")  # the defaults of base_config and of models/mlp.py are this model

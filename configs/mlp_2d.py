@@ -7,5 +7,5 @@ from jax_makemore.config import base_config
 
 def get_config():
     config = base_config()
-    config.n_embd = 2
+    config.model.n_embd = 2
     return config

@@ -5,5 +5,5 @@ from jax_makemore.config import base_config
 
 def get_config():
     config = base_config()
-    config.use_batchnorm = False
+    config.model.use_batchnorm = False
     return config

@@ -7,6 +7,7 @@ only the last `keep_checkpoints` steps are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -43,6 +44,19 @@ def has_checkpoint(workdir: str | Path) -> bool:
     return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint says about its run besides the arrays: the resolved config, the
+    vocabulary, and facts about the data the model was built for (the padded word length of
+    the sequences layout), which are not config keys."""
+
+    config: ml_collections.ConfigDict
+    config_name: str
+    vocab: Vocab
+    step: int
+    seq_len: int
+
+
 def save(
     manager: ocp.CheckpointManager,
     step: int,
@@ -50,12 +64,14 @@ def save(
     config: ml_collections.ConfigDict,
     config_name: str,
     vocab: Vocab,
+    seq_len: int,
 ) -> None:
-    """Write `state` (any pytree of arrays) at `step` together with config and vocab."""
+    """Write `state` (any pytree of arrays) at `step` together with config, vocab and data facts."""
     meta = {
         "config_name": config_name,
         "config": json.loads(config.to_json()),
         "vocab": vocab.to_json(),
+        "data": {"seq_len": int(seq_len)},
     }
     manager.save(
         step,
@@ -64,10 +80,8 @@ def save(
     manager.wait_until_finished()
 
 
-def restore_meta(
-    workdir: str | Path, step: int | None = None
-) -> tuple[ml_collections.ConfigDict, str, Vocab, int]:
-    """(config, config name, vocab, step) of the latest (or given) checkpoint in `workdir`."""
+def restore_meta(workdir: str | Path, step: int | None = None) -> CheckpointMeta:
+    """The metadata of the latest (or given) checkpoint in `workdir`."""
     workdir = Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise UserError(f"workdir '{workdir}' is a file, not a directory")
@@ -80,11 +94,10 @@ def restore_meta(
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         config = ml_collections.ConfigDict(meta["config"])
-        if "split_fractions" in config:
-            config.split_fractions = tuple(config.split_fractions)
-        return config, meta["config_name"], Vocab.from_json(meta["vocab"]), step
-    except UserError:
-        raise
+        config.split_fractions = tuple(config.split_fractions)
+        return CheckpointMeta(
+            config, meta["config_name"], Vocab.from_json(meta["vocab"]), step, meta["data"]["seq_len"]
+        )
     except Exception as err:  # orbax raises many kinds; all mean the same to a user
         raise UserError(
             f"checkpoint {step} in '{checkpoint_dir(workdir)}' cannot be read ({type(err).__name__})"

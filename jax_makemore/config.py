@@ -18,50 +18,44 @@ import ml_collections
 
 from jax_makemore import DEFAULT_DATA_PATH, REPO_ROOT
 from jax_makemore.errors import UserError
+from jax_makemore.models import get_spec, model_config, validate_model_config
 
 CONFIG_DIR = REPO_ROOT / "configs"
 
-#: Keys that must be positive integers when the model trains by gradient steps.
-POSITIVE_INT_KEYS = (
-    "batch_size",
-    "num_steps",
-    "block_size",
-    "n_embd",
-    "n_hidden",
-    "steps_per_call",
-)
+#: Keys of the training loop that must be positive integers when the model takes steps.
+POSITIVE_INT_KEYS = ("batch_size", "num_steps", "steps_per_call")
 
 
 def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Keys every config has; a config file starts from this and changes what it needs."""
+def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
+    """Keys every config has, with `config.model` set to model `model` at its defaults; a
+    config file starts from this and changes what it needs. The model's own keys (sizes,
+    BatchNorm, ...) are the defaults of its module in `jax_makemore/models/`."""
     c = ml_collections.ConfigDict()
-    c.model = "mlp"  # bigram_counts | bigram | mlp
+    c.model = model_config(model)  # name + that model's hyper-parameters
     c.data_path = str(DEFAULT_DATA_PATH)
-    c.max_word_length = 10_000
+    c.max_word_length = 10_000  # longer lines are refused, naming the line
     c.seed = 1337
     c.split_fractions = (0.8, 0.1, 0.1)
-    c.block_size = 3
-    # model sizes (ignored by models that do not use them)
-    c.n_embd = 10
-    c.n_hidden = 200
-    c.use_batchnorm = True
-    c.bn_momentum = 0.001
-    c.bn_eps = 1e-5
-    c.kaiming_gain = 5.0 / 3.0
-    c.smoothing = 1.0  # count bigram: add-k smoothing of the count table
     # optimisation
     c.num_steps = 200_000
-    c.batch_size = 32
+    c.batch_size = 32  # windows (windows layout) or words (sequences layout)
     c.full_batch = False  # True: every step uses the whole training split (the bigram lecture)
     c.optimizer = "sgd"  # sgd | adamw
     c.learning_rate = 0.1
+    c.lr_schedule = "step"  # step: x lr_decay_factor at lr_decay_steps | cosine: to lr_min_factor
     c.lr_decay_factor = 0.1
     c.lr_decay_steps = -1  # -1: half of num_steps
-    c.weight_decay = 0.0  # decoupled decay via optax.add_decayed_weights / adamw (kernels only)
+    c.lr_min_factor = 0.0  # cosine: the final learning rate as a fraction of learning_rate
+    c.warmup_steps = 0  # linear warm-up from 0 before the schedule
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.999
+    c.adam_eps = 1e-8
+    c.weight_decay = 0.0  # decoupled decay via optax.add_decayed_weights / adamw
+    c.decay_matrices_only = True  # False: decay every parameter, as torch's AdamW does
     c.l2_mean = 0.0  # the notes' `l2_mean * mean(W**2)` term, as equivalent per-matrix weight decay
     # loop
     c.steps_per_call = 1000  # steps fused into one compiled lax.scan
@@ -147,11 +141,28 @@ def _parse_value(key: str, text: str, default: Any) -> Any:
 def apply_overrides(
     config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]
 ) -> None:
-    """Set each dotted `key` to `value` (a string parsed by the default's type), in place."""
+    """Set each dotted `key` to `value` (a string parsed by the default's type), in place.
+
+    `model.name` is applied first and resets `config.model` to that model's defaults, so
+    `--config.model.name=gru --config.model.n_embd=32` works from any config."""
     for key, text in overrides:
+        if key == "model.name":
+            with config.unlocked():
+                config.model = model_config(text)
+    for key, text in overrides:
+        if key == "model.name":
+            continue
         node = config
         parts = key.split(".")
         for depth, part in enumerate(parts):
+            if part not in node and depth == 1 and parts[0] == "model":
+                known = sorted(k for k in node.keys() if k != "name")
+                close = difflib.get_close_matches(part, known, n=1)
+                hint = f"did you mean model.{close[0]}? " if close else ""
+                raise UserError(
+                    f"unknown config key '{key}': model {node.name!r} has no hyper-parameter "
+                    f"{part!r}; {hint}it has {', '.join(known)}"
+                )
             if part not in node:
                 known = [".".join(parts[:depth] + [k]) for k in node.keys()]
                 close = difflib.get_close_matches(key, known, n=3)
@@ -166,25 +177,27 @@ def apply_overrides(
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Reject values no model can train with, naming the key."""
     from jax_makemore.data import check_split_fractions
-    from jax_makemore.models import MODEL_NAMES
 
-    if config.model not in MODEL_NAMES:
+    if not isinstance(config.get("model"), ml_collections.ConfigDict):
         raise UserError(
-            f"config key model={config.model!r}: expected one of {', '.join(MODEL_NAMES)}"
+            f"config key model must be a model sub-config (base_config(NAME) or "
+            f"models.model_config(NAME)), got {config.get('model')!r}"
         )
-    trains = config.model != "bigram_counts"
+    validate_model_config(config.model)
+    trains = get_spec(config.model.name).fit is None
     for key in POSITIVE_INT_KEYS:
-        if key in config and (trains or key == "block_size") and config[key] <= 0:
+        if trains and config[key] <= 0:
             raise UserError(f"config key {key} must be > 0, got {config[key]}")
-    if config.num_steps < 0:
-        raise UserError(f"config key num_steps must be >= 0, got {config.num_steps}")
     for key in ("eval_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size"):
         if config[key] <= 0:
             raise UserError(f"config key {key} must be > 0, got {config[key]}")
+    for key in ("num_steps", "warmup_steps", "max_word_length"):
+        if config[key] < 0:
+            raise UserError(f"config key {key} must be >= 0, got {config[key]}")
     if config.optimizer not in ("sgd", "adamw"):
         raise UserError(f"config key optimizer={config.optimizer!r}: expected sgd or adamw")
-    if config.smoothing < 0:
-        raise UserError(f"config key smoothing must be >= 0, got {config.smoothing}")
+    if config.lr_schedule not in ("step", "cosine"):
+        raise UserError(f"config key lr_schedule={config.lr_schedule!r}: expected step or cosine")
     check_split_fractions(config.split_fractions)
 
 

@@ -1,7 +1,15 @@
-"""Text file -> words -> Vocab -> seeded splits -> context windows (X_NxT, Y_N).
+"""Text file -> words -> Vocab -> seeded splits -> arrays in one of two layouts.
 
 A data file holds one item ("word") per line. The vocabulary is the sorted set of characters
 plus one boundary token, placed last, that both pads the start context and ends every word.
+
+Layouts (a model's spec says which it trains on):
+
+* `windows`: every (context window, next character) pair: X_NxT, Y_N (N examples, T the
+  window width `block_size`); a word gives len(word) + 1 examples.
+* `sequences`: one row per word, as makemore.py: X_NxL = [boundary] + ids + padding and
+  Y_NxL = ids + [boundary] + [-1, ...] (L = longest word + 1; -1 marks targets that never
+  count). A word gives len(word) + 1 counted targets, so per-character losses compare.
 """
 
 from __future__ import annotations
@@ -15,16 +23,21 @@ from typing import Any
 import numpy as np
 
 from jax_makemore.errors import UserError
+from jax_makemore.models import get_spec
 
 #: Printed boundary token when '.' is taken by the data; the first unused one is chosen.
 BOUNDARY_CANDIDATES = ".|#~^$_*@+=%&!;:/·§¶"
 
-#: Longest line accepted; a longer one is refused by name rather than risking memory.
-MAX_WORD_LENGTH = 10_000
+#: The three splits, in the order of `Dataset.words` and `Dataset.arrays`.
+SPLITS = ("train", "val", "test")
+#: The target of padding positions in the sequences layout: it never counts in a loss.
+IGNORE = -1
 
 
-def read_words(path: str | Path, max_word_length: int = MAX_WORD_LENGTH) -> list[str]:
-    """Read a UTF-8 text file into its non-empty lines, stripped of surrounding whitespace."""
+def read_words(path: str | Path, max_word_length: int | None = None) -> list[str]:
+    """Read a UTF-8 text file into its non-empty lines, stripped of surrounding whitespace.
+    A line longer than `max_word_length` (config key of the same name) is refused by name
+    rather than risking memory."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"data file '{path}' does not exist")
@@ -43,7 +56,7 @@ def read_words(path: str | Path, max_word_length: int = MAX_WORD_LENGTH) -> list
         word = line.strip()
         if not word:
             continue
-        if len(word) > max_word_length:
+        if max_word_length is not None and len(word) > max_word_length:
             raise UserError(
                 f"data file '{path}' line {line_number} has {len(word)} characters; "
                 f"the limit is {max_word_length} (config key max_word_length)"
@@ -90,12 +103,17 @@ class Vocab:
         known = set(self.chars)
         return list(dict.fromkeys(c for c in text if c not in known))
 
+    def check_known(self, text: str, where: str) -> None:
+        """A one-line UserError naming `where` (a file, a flag, a word) when `text` has
+        characters outside the vocabulary."""
+        unknown = self.unknown_chars(text)
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            raise UserError(f"{where} has characters not in the trained vocabulary: {shown}")
+
     def encode(self, word: str) -> list[int]:
         """Character ids of `word` (no boundary tokens). Unknown characters are a UserError."""
-        unknown = self.unknown_chars(word)
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown)
-            raise UserError(f"{shown} not in the vocabulary of the training data (in {word!r})")
+        self.check_known(word, f"{word!r}")
         stoi = self.stoi
         return [stoi[c] for c in word]
 
@@ -185,57 +203,103 @@ def context_windows(
     return np.ascontiguousarray(chosen[:, :block_size]), np.ascontiguousarray(chosen[:, block_size])
 
 
+def sequences(words: Sequence[str], vocab: Vocab, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """makemore.py's layout: X_NxL = [boundary] + ids + boundary padding, Y_NxL = ids +
+    [boundary] + [IGNORE, ...], int32, one row per word; every word must fit (len < seq_len)."""
+    b, stoi = vocab.boundary_id, vocab.stoi
+    X_NxL = np.full((len(words), seq_len), b, np.int32)
+    Y_NxL = np.full((len(words), seq_len), IGNORE, np.int32)
+    for n, word in enumerate(words):
+        if len(word) >= seq_len:
+            raise UserError(
+                f"word {word[:40]!r} has {len(word)} characters; the model reads words of at "
+                f"most {seq_len - 1} (its trained sequence length is {seq_len})"
+            )
+        ids = [stoi[c] for c in word]
+        X_NxL[n, 1 : len(ids) + 1] = ids
+        Y_NxL[n, : len(ids)] = ids
+        Y_NxL[n, len(ids)] = b
+    return X_NxL, Y_NxL
+
+
+def encode_words(
+    words: Sequence[str], vocab: Vocab, layout: str, block_size: int = 0, seq_len: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`words` as (X, Y) arrays of `layout`: context windows of `block_size`, or padded rows
+    of `seq_len`."""
+    if layout == "windows":
+        return context_windows(words, vocab, block_size)
+    return sequences(words, vocab, seq_len)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Everything training needs from a data file: vocab, split words, and context windows."""
+    """Everything training needs from a data file: vocab, split words, and their arrays.
+
+    `seq_len` is the padded row length of the sequences layout: the longest word of the file
+    (or of the file a model was trained on, when restored) plus one.
+    """
 
     path: Path
     vocab: Vocab
     words: tuple[list[str], list[str], list[str]]
-    windows: tuple[tuple[np.ndarray, np.ndarray], ...]
-
-    SPLITS = ("train", "val", "test")
+    layout: str
+    seq_len: int
+    arrays: tuple[tuple[np.ndarray, np.ndarray], ...]
 
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.windows[self.SPLITS.index(name)]
+        return self.arrays[SPLITS.index(name)]
+
+    @property
+    def longest_word(self) -> int:
+        return self.seq_len - 1
 
 
 def load_dataset(
     path: str | Path,
-    block_size: int,
     seed: int,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    *,
+    block_size: int | None = None,
+    seq_len: int | None = None,
     vocab: Vocab | None = None,
-    max_word_length: int = MAX_WORD_LENGTH,
+    max_word_length: int | None = None,
 ) -> Dataset:
-    """Read `path`, build (or reuse) the vocab, split by `seed`, and make context windows."""
+    """Read `path`, build (or reuse) the vocab, split by `seed`, and encode every split: as
+    context windows when `block_size` is given, else as word rows of `seq_len` (default: the
+    longest word of the file + 1; a restored model passes the length it was trained with)."""
     words = read_words(path, max_word_length)
     if vocab is None:
         vocab = Vocab.from_words(words)
     else:
-        unknown = vocab.unknown_chars("".join(words))
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            raise UserError(
-                f"data file '{path}' has characters not in the trained vocabulary: {shown}"
-            )
+        vocab.check_known("".join(words), f"data file '{path}'")
     splits = split_words(words, seed, fractions)
     if not splits[0]:
         raise UserError(
             f"the training split of '{path}' has no words; use more data or a larger train fraction"
         )
-    windows = tuple(context_windows(s, vocab, block_size) for s in splits)
-    return Dataset(path=Path(path), vocab=vocab, words=splits, windows=windows)
+    if seq_len is None:
+        seq_len = max(len(w) for w in words) + 1
+    layout = "windows" if block_size is not None else "sequences"
+    arrays = tuple(
+        encode_words(s, vocab, layout, block_size=block_size or 0, seq_len=seq_len) for s in splits
+    )
+    return Dataset(Path(path), vocab, splits, layout, seq_len, arrays)
 
 
-def dataset_from_config(config: Any, vocab: Vocab | None = None) -> Dataset:
-    """`load_dataset` with a config's data keys (data_path, block_size, seed, split_fractions,
-    max_word_length): how training, evaluation, lr_find and the bench all see the same splits."""
+def dataset_from_config(
+    config: Any, vocab: Vocab | None = None, seq_len: int | None = None
+) -> Dataset:
+    """`load_dataset` with a config's data keys (data_path, seed, split_fractions,
+    max_word_length) in the layout of its model: how training, evaluation, lr_find, plot and
+    the bench all see the same splits."""
+    windows = get_spec(config.model.name).layout == "windows"
     return load_dataset(
         config.data_path,
-        config.block_size,
         config.seed,
         config.split_fractions,
+        block_size=config.model.block_size if windows else None,
+        seq_len=seq_len,
         vocab=vocab,
         max_word_length=config.max_word_length,
     )

@@ -143,12 +143,3 @@ def append_records(workdir: str | Path, rows: list[dict[str, Any]]) -> None:
     with open(Path(workdir) / FILENAME, "a", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-
-
-def read_records(workdir: str | Path) -> list[dict[str, Any]]:
-    """The rows of `<workdir>/diagnostics.jsonl` (empty when the run logged none)."""
-    path = Path(workdir) / FILENAME
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

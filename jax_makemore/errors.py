@@ -24,6 +24,14 @@ class DivergedError(UserError):
     exit_code = 3
 
 
+class Interrupted(Exception):
+    """Training stopped on SIGINT/SIGTERM after saving a checkpoint; exit status 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+
 def run_cli(main: Callable[[Sequence[str]], int | None], argv: Sequence[str] | None = None) -> int:
     """Run `main(argv)` and map user errors to a one-line message and a non-zero exit status
     (2 for bad input, 3 for a diverged run, 130/143 for SIGINT/SIGTERM)."""

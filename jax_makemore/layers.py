@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from jax_makemore.backprop import batchnorm_train
+
 TANH_GAIN = 5.0 / 3.0
 
 
@@ -22,33 +24,55 @@ def kaiming_normal(gain: float = TANH_GAIN) -> jax.nn.initializers.Initializer:
 
 
 class BatchNorm(nn.Module):
-    """Per-feature normalisation over the batch axis, with a learned gain and bias.
+    """Per-feature normalisation over the batch axis (and, for a `B x T x C` input, the time
+    axis too), with a learned gain and bias.
 
-    Training: x_hat = (x - mean_B) / sqrt(var_B + eps), with the biased batch variance (the
-    choice of flax.linen.BatchNorm and of PyTorch's normalisation); the running mean and variance
-    in the `batch_stats` collection move by `momentum` toward the batch statistics, but only when
+    Training: x_hat = (x - mean) / sqrt(var + eps), with the biased batch variance (the choice
+    of flax.linen.BatchNorm and of PyTorch's normalisation); the running mean and variance in
+    the `batch_stats` collection move by `momentum` toward the batch statistics, but only when
     that collection is mutable. Evaluation uses the running statistics only, so a batch of one is
     normalised exactly like the same row inside a larger batch.
+
+    `reduce_axes` are the axes the statistics are taken over: all but the last by default (per
+    feature), or e.g. `(0,)` for a `B x T x C` input to reproduce the WaveNet lecture's bug of
+    statistics per (time, channel); the running statistics have the shape of the other axes.
+
+    `fused_backward` computes the training forward with `backprop.batchnorm_train`, whose
+    gradient is the one-formula BatchNorm backward instead of autodiff's chain of small steps;
+    same outputs, same running statistics. Only for the default `reduce_axes`.
     """
 
     momentum: float = 0.001
     eps: float = 1e-5
+    reduce_axes: tuple[int, ...] | None = None
+    fused_backward: bool = False
 
     @nn.compact
-    def __call__(self, x_BxH: jax.Array, train: bool) -> jax.Array:
-        features = x_BxH.shape[-1]
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        axes = self.reduce_axes if self.reduce_axes is not None else tuple(range(x.ndim - 1))
+        if self.fused_backward and tuple(sorted(axes)) != tuple(range(x.ndim - 1)):
+            raise ValueError(
+                f"BatchNorm(fused_backward=True) reduces over every axis but the last; "
+                f"reduce_axes={self.reduce_axes} is not supported: use fused_backward=False"
+            )
+        stat_shape = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+        features = x.shape[-1]
         gain = self.param("scale", nn.initializers.ones, (features,))
         bias = self.param("bias", nn.initializers.zeros, (features,))
-        running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,))
-        running_var = self.variable("batch_stats", "var", jnp.ones, (features,))
-        if train:
-            axes = tuple(range(x_BxH.ndim - 1))
-            mean = x_BxH.mean(axis=axes)
-            var = ((x_BxH - mean) ** 2).mean(axis=axes)
-            if self.is_mutable_collection("batch_stats") and not self.is_initializing():
-                m = self.momentum
-                running_mean.value = (1 - m) * running_mean.value + m * jax.lax.stop_gradient(mean)
-                running_var.value = (1 - m) * running_var.value + m * jax.lax.stop_gradient(var)
-        else:
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, stat_shape)
+        running_var = self.variable("batch_stats", "var", jnp.ones, stat_shape)
+        if not train:
             mean, var = running_mean.value, running_var.value
-        return (x_BxH - mean) * jax.lax.rsqrt(var + self.eps) * gain + bias
+        elif self.fused_backward:
+            y, mean, var = batchnorm_train(x, gain, bias, self.eps)
+        else:
+            mean = x.mean(axis=axes)
+            var = ((x - jnp.expand_dims(mean, axes)) ** 2).mean(axis=axes)
+        if train and self.is_mutable_collection("batch_stats") and not self.is_initializing():
+            m = self.momentum
+            running_mean.value = (1 - m) * running_mean.value + m * jax.lax.stop_gradient(mean)
+            running_var.value = (1 - m) * running_var.value + m * jax.lax.stop_gradient(var)
+        if train and self.fused_backward:
+            return y
+        mean, var = jnp.expand_dims(mean, axes), jnp.expand_dims(var, axes)
+        return (x - mean) * jax.lax.rsqrt(var + self.eps) * gain + bias

@@ -26,7 +26,7 @@ import optax
 from jax_makemore import config as config_lib
 from jax_makemore.data import dataset_from_config
 from jax_makemore.errors import UserError, run_cli
-from jax_makemore.models import build_model
+from jax_makemore.models import get_spec
 from jax_makemore.optim import build_optimizer
 from jax_makemore.train import TrainState, create_train_state, make_train_step
 
@@ -81,11 +81,14 @@ def lr_find(
         raise UserError(f"need 0 < --min_lr < --max_lr, got {min_lr} and {max_lr}")
     if num_steps < 2 or repeats < 1:
         raise UserError(f"need --num_steps >= 2 and --repeats >= 1, got {num_steps}, {repeats}")
-    if config.model == "bigram_counts":
-        raise UserError("model bigram_counts is fitted by counting; there is no learning rate")
+    spec = get_spec(config.model.name)
+    if spec.fit is not None:
+        raise UserError(
+            f"model {config.model.name} is fitted in closed form; there is no learning rate"
+        )
     ds = dataset_from_config(config)
-    model = build_model(config, ds.vocab.size)
-    X_NxT, Y_N = (jnp.asarray(a) for a in ds.split("train"))
+    model = spec.build(config.model, ds.vocab.size, ds.seq_len)
+    X_train, Y_train = (jnp.asarray(a) for a in ds.split("train"))
     lrs_S = sweep_learning_rates(min_lr, max_lr, num_steps)
 
     # the config's optimizer at a constant rate 1, its update then scaled by the sweep's rate
@@ -96,19 +99,21 @@ def lr_find(
 
     def init(key: jax.Array) -> TrainState:
         init_key, data_key = jax.random.split(key)
-        state = create_train_state(config, model, init_key, data_key)
+        state = create_train_state(config, model, init_key, data_key, ds.seq_len)
         tx = optax.chain(
             build_optimizer(constant, state.params),
             optax.scale_by_schedule(lambda count: lrs_dev[jnp.minimum(count, num_steps - 1)]),
         )
         return state.replace(tx=tx, opt_state=tx.init(state.params))
 
-    train_step = make_train_step(model, config.batch_size, config.full_batch)
+    train_step = make_train_step(
+        model, batch_size=config.batch_size, full_batch=config.full_batch, spec=spec
+    )
 
     def run(key: jax.Array) -> jax.Array:
         state = init(key)
         _, losses_S = jax.lax.scan(
-            lambda s, _: train_step(s, X_NxT, Y_N), state, None, length=num_steps
+            lambda s, _: train_step(s, X_train, Y_train), state, None, length=num_steps
         )
         return losses_S
 
@@ -123,9 +128,9 @@ def lr_find(
 
 def plot_lr_find(result: LRFindResult, path: Path, title: str, dpi: int = 100) -> Path:
     """Loss against log10 learning rate: each repeat, the smoothed mean, and the suggestion."""
-    from jax_makemore.plot import _pyplot, _save
+    from jax_makemore.plot import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     x_S = np.log10(result.lrs_S)
     for r, losses_S in enumerate(result.losses_RxS):
@@ -145,7 +150,7 @@ def plot_lr_find(result: LRFindResult, path: Path, title: str, dpi: int = 100) -
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def main(argv: Sequence[str]) -> int:

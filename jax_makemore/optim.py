@@ -11,13 +11,28 @@ import optax
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """learning_rate, multiplied by lr_decay_factor from step lr_decay_steps on (default: half)."""
-    decay_steps = config.lr_decay_steps if config.lr_decay_steps >= 0 else config.num_steps // 2
-    if config.lr_decay_factor == 1.0 or decay_steps <= 0:
-        return optax.constant_schedule(config.learning_rate)
-    return optax.piecewise_constant_schedule(
-        config.learning_rate, {int(decay_steps): float(config.lr_decay_factor)}
-    )
+    """The learning rate at each step: an optional linear warm-up from 0 over `warmup_steps`,
+    then either `step` (learning_rate, times lr_decay_factor from lr_decay_steps on, default
+    half of num_steps) or `cosine` (from learning_rate down to lr_min_factor * learning_rate at
+    num_steps)."""
+    lr, warmup = config.learning_rate, config.warmup_steps
+    if config.lr_schedule == "cosine":
+        main = optax.cosine_decay_schedule(
+            lr, max(config.num_steps - warmup, 1), alpha=config.lr_min_factor
+        )
+    else:
+        decay_steps = (
+            config.lr_decay_steps if config.lr_decay_steps >= 0 else config.num_steps // 2
+        )
+        if config.lr_decay_factor == 1.0 or decay_steps <= 0:
+            main = optax.constant_schedule(lr)
+        else:
+            main = optax.piecewise_constant_schedule(
+                lr, {int(decay_steps) - warmup: float(config.lr_decay_factor)}
+            )
+    if warmup <= 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
 
 
 def _is_matrix(params: Any) -> Any:
@@ -42,17 +57,25 @@ def l2_mean_as_weight_decay(l2_mean: float, params: Any) -> optax.GradientTransf
 
 
 def build_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
-    """The optimizer named by config.optimizer, with the learning-rate schedule and decay."""
+    """The optimizer named by config.optimizer, with the learning-rate schedule and decay
+    (on matrices only, or on every parameter with `decay_matrices_only=False`)."""
     schedule = learning_rate_schedule(config)
+    decay_mask = _is_matrix(params) if config.decay_matrices_only else None
     decay = []
     if config.l2_mean > 0:
         decay.append(l2_mean_as_weight_decay(config.l2_mean, params))
     if config.optimizer == "sgd":
         if config.weight_decay > 0:
-            decay.append(optax.add_decayed_weights(config.weight_decay, mask=_is_matrix(params)))
+            decay.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
         return optax.chain(*decay, optax.sgd(schedule))
     if config.optimizer == "adamw":
-        return optax.chain(
-            *decay, optax.adamw(schedule, weight_decay=config.weight_decay, mask=_is_matrix(params))
+        adamw = optax.adamw(
+            schedule,
+            b1=config.adam_b1,
+            b2=config.adam_b2,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+            mask=decay_mask,
         )
+        return optax.chain(*decay, adamw)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")

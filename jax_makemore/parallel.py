@@ -183,13 +183,6 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
-class NullLogger:
-    """Stands in for the train Logger on processes other than 0: every method does nothing."""
-
-    def __getattr__(self, name: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
-
-
 def add_flags(parser: Any) -> None:
     """The multi-process flags of `python -m jax_makemore.train` (argparse)."""
     group = parser.add_argument_group(

@@ -4,7 +4,7 @@ Writes, as far as the run has what each needs:
 
 * `loss.png`: training loss per chunk (log scale) and the split losses at each evaluation,
   from `metrics.jsonl`;
-* `bigram.png` (model bigram_counts): the count matrix of the training split as a heatmap, each
+* `bigram.png` (fitted count-table models): the count matrix of the training split as a heatmap, each
   cell labelled with its character pair and count;
 * `embedding.png` (models with an embedding table): every character at its learned coordinates,
   the first two principal components when n_embd > 2;
@@ -17,7 +17,6 @@ Needs matplotlib: `pip install -e '.[plot]'`.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,12 +26,13 @@ import numpy as np
 
 from jax_makemore import diagnostics
 from jax_makemore.errors import UserError, run_cli
+from jax_makemore.run import read_jsonl
 
 #: Characters drawn in a second colour on the embedding map, to make the clusters easy to see.
 VOWELS = "aeiou"
 
 
-def _pyplot():
+def pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -45,23 +45,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, dpi: int) -> Path:
+def save_figure(fig, path: Path, dpi: int) -> Path:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
-
-
-def read_metrics(workdir: str | Path) -> list[dict[str, Any]]:
-    path = Path(workdir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str, dpi: int = 100) -> Path:
     """Per-chunk training loss (log scale) and split losses at each evaluation."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     chunks = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
     if chunks:
@@ -85,13 +77,13 @@ def plot_loss(metrics: list[dict[str, Any]], path: Path, title: str, dpi: int = 
     ax.set_title(f"{title}" + (f"\nfinal: {shown}" if shown else ""))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def plot_bigram(counts_VxV: np.ndarray, itos: Sequence[str], path: Path, dpi: int = 80) -> Path:
     """The count matrix as a heatmap; each cell shows its pair (row char, then column char) and
     count, as in the first lecture. Labels are left out when the vocabulary is too large to read."""
-    plt = _pyplot()
+    plt = pyplot()
     V = len(itos)
     size = min(max(6.0, 0.5 * V), 16.0)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -110,7 +102,7 @@ def plot_bigram(counts_VxV: np.ndarray, itos: Sequence[str], path: Path, dpi: in
     ax.set_xlabel("next character")
     ax.set_ylabel("previous character")
     ax.set_title("bigram counts of the training split")
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def project_2d(emb_VxE: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -133,7 +125,7 @@ def plot_embedding(
     emb_VxE: np.ndarray, itos: Sequence[str], boundary_id: int, path: Path, dpi: int = 100
 ) -> Path:
     """Each character at its learned (or top-2 PCA) coordinates; the boundary token in red."""
-    plt = _pyplot()
+    plt = pyplot()
     coords, ratio = project_2d(emb_VxE)
     fig, ax = plt.subplots(figsize=(6.5, 6.5))
     vowels = [i for i, c in enumerate(itos) if c.lower() in VOWELS and i != boundary_id]
@@ -169,12 +161,12 @@ def plot_embedding(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8, markerscale=0.5)
     ax.set_aspect("equal", adjustable="datalim")
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def _steps_axis(ax) -> None:
     """Step numbers as 50k / 100k, at most six ticks, so long runs stay readable."""
-    ticker = _pyplot().matplotlib.ticker
+    ticker = pyplot().matplotlib.ticker
     ax.xaxis.set_major_locator(ticker.MaxNLocator(6, integer=True))
     ax.xaxis.set_major_formatter(
         ticker.FuncFormatter(lambda x, _: f"{x / 1000:g}k" if abs(x) >= 1000 else f"{x:g}")
@@ -199,7 +191,7 @@ def _bin_centers(lo: float, hi: float, bins: int) -> np.ndarray:
 def plot_activations(rows: list[dict[str, Any]], path: Path, dpi: int = 100) -> Path:
     """Tanh output histograms (first and last measured step) with the saturated fraction, the
     saturated fraction over training, and per-layer gradient histograms at the last step."""
-    plt = _pyplot()
+    plt = pyplot()
     first, last = rows[0], rows[-1]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     ax = axes[0]
@@ -249,13 +241,13 @@ def plot_activations(rows: list[dict[str, Any]], path: Path, dpi: int = 100) -> 
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
 def plot_updates(rows: list[dict[str, Any]], path: Path, dpi: int = 100) -> Path:
     """log10(std(update) / std(param)) of every weight matrix over training, with the lecture's
     guide line at -3."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = [r["step"] for r in rows]
     for name in rows[-1]["update_ratio"]:
@@ -268,29 +260,32 @@ def plot_updates(rows: list[dict[str, Any]], path: Path, dpi: int = 100) -> Path
     ax.set_title("update-to-data ratio per weight matrix")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi)
 
 
-def find_embedding(params: Any) -> np.ndarray | None:
-    """The first embedding table (a param named 'embedding', as flax.linen.Embed names it)."""
+def find_token_embedding(params: Any, vocab_size: int) -> np.ndarray | None:
+    """The character embedding table: a param named 'embedding' (as flax.linen.Embed names it)
+    with one row per vocabulary entry, so a position table is never taken for it."""
     import jax
 
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        if diagnostics.path_name(path).split("/")[-1] == "embedding":
+        name = diagnostics.path_name(path).split("/")[-1]
+        if name == "embedding" and leaf.ndim == 2 and leaf.shape[0] == vocab_size:
             return np.asarray(leaf)
     return None
 
 
 def plot_run(
     workdir: str | Path, out: str | Path | None = None, dpi: int | None = None
-) -> list[Path]:
+) -> tuple[list[Path], list[str]]:
     """Write every picture the run in `workdir` supports into `out` (default: the workdir);
-    `dpi` overrides each picture's default resolution."""
-    from jax_makemore.data import load_dataset
+    `dpi` overrides each picture's default resolution. Returns (written paths, one line per
+    picture that does not apply to this run, saying why)."""
+    from jax_makemore.data import dataset_from_config
     from jax_makemore.models.bigram import count_table
-    from jax_makemore.train import load_trained
+    from jax_makemore.restore import load_trained
 
-    _pyplot()  # fail early and clearly without matplotlib
+    pyplot()  # fail early and clearly without matplotlib
     workdir = Path(workdir)
     loaded = load_trained(workdir)
     out = Path(out) if out is not None else workdir
@@ -298,30 +293,37 @@ def plot_run(
         raise UserError(f"--out '{out}' is a file, not a directory")
     out.mkdir(parents=True, exist_ok=True)
     kw = {} if dpi is None else {"dpi": dpi}
-    written = []
-    metrics = read_metrics(workdir)
+    written, skipped = [], []
+    name = loaded.config.model.name
+    metrics = read_jsonl(workdir / "metrics.jsonl")
     if metrics:
-        title = f"{loaded.config_name} ({loaded.config.model}), {loaded.step} steps"
+        title = f"{loaded.config_name} ({name}), {loaded.step} steps"
         written.append(plot_loss(metrics, out / "loss.png", title, **kw))
+    else:
+        skipped.append("loss.png: the workdir has no metrics.jsonl")
     vocab = loaded.vocab
-    if loaded.config.model == "bigram_counts":
-        config = loaded.config
-        ds = load_dataset(
-            config.data_path, config.block_size, config.seed, config.split_fractions, vocab=vocab
-        )
-        X_train, Y_train = ds.split("train")
-        counts = np.asarray(count_table(X_train, Y_train, vocab.size))
+    if loaded.spec.fit is not None:
+        ds = dataset_from_config(loaded.config, vocab=vocab, seq_len=loaded.seq_len)
+        counts = np.asarray(count_table(*ds.split("train"), vocab.size))
         written.append(plot_bigram(counts, vocab.itos, out / "bigram.png", **kw))
-    emb = find_embedding(loaded.variables["params"])
+    else:
+        skipped.append(f"bigram.png: model {name} is not a fitted count table")
+    emb = find_token_embedding(loaded.variables["params"], vocab.size)
     if emb is not None:
         written.append(
             plot_embedding(emb, vocab.itos, vocab.boundary_id, out / "embedding.png", **kw)
         )
-    rows = diagnostics.read_records(workdir)
+    else:
+        skipped.append(f"embedding.png: model {name} has no character embedding table")
+    rows = read_jsonl(workdir / diagnostics.FILENAME)
     if rows:
         written.append(plot_activations(rows, out / "activations.png", **kw))
         written.append(plot_updates(rows, out / "updates.png", **kw))
-    return written
+    else:
+        skipped.append(
+            "activations.png, updates.png: the run was trained without --config.log_diagnostics=True"
+        )
+    return written, skipped
 
 
 def main(argv: Sequence[str]) -> int:
@@ -334,11 +336,11 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.dpi is not None and args.dpi <= 0:
         raise UserError(f"--dpi must be > 0, got {args.dpi}")
-    written = plot_run(args.workdir, args.out, args.dpi)
+    written, skipped = plot_run(args.workdir, args.out, args.dpi)
     for path in written:
         print(path)
-    if not written:
-        print(f"nothing to plot in '{args.workdir}'", file=sys.stderr)
+    for reason in skipped:
+        print(f"skipped {reason}", file=sys.stderr)
     return 0
 
 

@@ -1,14 +1,24 @@
 """`python -m jax_makemore.sample --workdir DIR`: seeded, batched sampling from a trained model.
 
 Words go to stdout one per line; a summary (new / in train / in val/test, mean length) goes to
-stderr. Generation is one compiled `lax.while_loop` per batch shape: the context window slides,
-BatchNorm uses its running statistics (eval mode), and each word stops at the boundary token or
-at `max_len`. The same workdir, seed and flags print the same words.
+stderr. Generation is one compiled `lax.while_loop` per batch shape, for both data layouts:
+
+* windows: the model reads a `block_size` context that slides one character per step;
+* sequences: the model reads a padded word buffer that starts with the boundary token at
+  position 0, exactly as in training, and the logits at the last filled position give the next
+  character; past the model's `seq_len` the buffer's window slides (as makemore.py crops).
+
+BatchNorm uses its running statistics (eval mode), dropout is off, and each word stops at the
+boundary token or at `max_len`. The same workdir, seed and flags print the same words.
+
+Letters: B words in a batch, R rows still generating in a phase, T window width, S buffer
+length, L generated positions (max_len), V vocabulary.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -56,23 +66,46 @@ def top_k_logits(logits_BxV: jax.Array, top_k: jax.Array) -> jax.Array:
     return jnp.where(keep_BxV, logits_BxV, -jnp.inf)
 
 
-def make_sampler(model: nn.Module, block_size: int, max_len: int, boundary_id: int):
-    """A jitted `(variables, key, context_BxT, temperature, top_k) -> tokens_BxL` generator.
+def default_max_len(longest_word: int) -> int:
+    """Cap on generated characters when none is given: the longest word of the data + 10."""
+    return longest_word + 10
 
-    Temperature and top_k are traced, so one compilation serves every value; top_k <= 0 or
-    >= vocab size means no truncation. Step t draws `jax.random.categorical(fold_in(key, t),
-    logits)` for the rows still generating; which rows those are depends only on earlier steps,
-    so every word is an exact sample from the model, and the same key gives the same words.
+
+@functools.lru_cache(maxsize=16)
+def make_sampler(model: nn.Module, layout: str, max_len: int, start: int, boundary_id: int):
+    """A jitted `(variables, key, state_BxS, temperature, top_k) -> tokens_BxL` generator.
+
+    `state_BxS` is the context window (windows layout) or the word buffer (sequences layout,
+    `start` = its number of filled positions: the boundary token and the prefix). Temperature
+    and top_k are traced, so one compilation serves every value; top_k <= 0 or >= vocab size
+    means no truncation. Step t draws `jax.random.categorical(fold_in(key, t), logits)` for the
+    rows still generating; which rows those are depends only on earlier steps, so every word is
+    an exact sample from the model, and the same key gives the same words. Cached: the same
+    model and shape reuse one compiled sampler.
     """
 
+    def logits_of(variables, t, state_RxS):
+        if layout == "windows":
+            return model.apply(variables, state_RxS, train=False)
+        L, n = model.seq_len, start + t  # n: filled positions of every row's buffer
+        first = jnp.clip(n - L, 0, state_RxS.shape[1] - L)
+        window_RxL = jax.lax.dynamic_slice_in_dim(state_RxS, first, L, axis=1)
+        logits_RxLxV = model.apply(variables, window_RxL, train=False)
+        return jax.lax.dynamic_index_in_dim(logits_RxLxV, n - 1 - first, axis=1, keepdims=False)
+
+    def advance(t, state_RxS, next_R):
+        if layout == "windows":
+            return jnp.concatenate([state_RxS[:, 1:], next_R[:, None]], axis=1)
+        return jax.lax.dynamic_update_index_in_dim(state_RxS, next_R, start + t, axis=1)
+
     @jax.jit
-    def sample_tokens(variables, key, context_BxT, temperature, top_k):
-        B = context_BxT.shape[0]
+    def sample_tokens(variables, key, state_BxS, temperature, top_k):
+        B = state_BxS.shape[0]
         # time-major, so that step t writes one contiguous row; transposed on return
         tokens_LxB = jnp.full((max_len, B), boundary_id, jnp.int32)
 
-        def next_tokens(t, context_RxT):
-            logits_RxV = model.apply(variables, context_RxT, train=False) / temperature
+        def next_tokens(t, state_RxS):
+            logits_RxV = logits_of(variables, t, state_RxS) / temperature
             V = logits_RxV.shape[-1]
             truncate = (top_k > 0) & (top_k < V)  # lax.cond: no ranking work when top-k is off
             logits_RxV = jax.lax.cond(
@@ -82,11 +115,11 @@ def make_sampler(model: nn.Module, block_size: int, max_len: int, boundary_id: i
 
         sizes = phase_sizes(B)
         t = jnp.int32(0)
-        context_RxT, rows_R, done_R = context_BxT, jnp.arange(B), jnp.zeros((B,), bool)
+        state_RxS, rows_R, done_R = state_BxS, jnp.arange(B), jnp.zeros((B,), bool)
         for i, R in enumerate(sizes):
             if i > 0:  # the rows still generating first, then keep R of them (all, by the cond)
                 order_R = jnp.argsort(done_R, stable=True)[:R]
-                context_RxT, rows_R, done_R = context_RxT[order_R], rows_R[order_R], done_R[order_R]
+                state_RxS, rows_R, done_R = state_RxS[order_R], rows_R[order_R], done_R[order_R]
             leave_at = sizes[i + 1] if i + 1 < len(sizes) else 0
 
             def cond(carry, leave_at=leave_at):
@@ -94,21 +127,33 @@ def make_sampler(model: nn.Module, block_size: int, max_len: int, boundary_id: i
                 return (t < max_len) & (jnp.sum(~done_R) > leave_at)
 
             def body(carry, first=i == 0):
-                t, context_RxT, rows_R, done_R, tokens_LxB = carry
-                next_R = jnp.where(done_R, boundary_id, next_tokens(t, context_RxT))
+                t, state_RxS, rows_R, done_R, tokens_LxB = carry
+                next_R = jnp.where(done_R, boundary_id, next_tokens(t, state_RxS))
                 if first:
                     tokens_LxB = tokens_LxB.at[t].set(next_R)
                 else:  # finished rows only rewrite the boundary token their word already has
                     tokens_LxB = tokens_LxB.at[t, rows_R].set(next_R, unique_indices=True)
-                context_RxT = jnp.concatenate([context_RxT[:, 1:], next_R[:, None]], axis=1)
-                return t + 1, context_RxT, rows_R, done_R | (next_R == boundary_id), tokens_LxB
+                state_RxS = advance(t, state_RxS, next_R)
+                return t + 1, state_RxS, rows_R, done_R | (next_R == boundary_id), tokens_LxB
 
-            t, context_RxT, rows_R, done_R, tokens_LxB = jax.lax.while_loop(
-                cond, body, (t, context_RxT, rows_R, done_R, tokens_LxB)
+            t, state_RxS, rows_R, done_R, tokens_LxB = jax.lax.while_loop(
+                cond, body, (t, state_RxS, rows_R, done_R, tokens_LxB)
             )
         return tokens_LxB.T
 
     return sample_tokens
+
+
+def initial_state(model: nn.Module, layout: str, vocab: Vocab, prefix: str, max_len: int):
+    """(state_T, start): the context window ending with `prefix` (windows), or the word buffer
+    [boundary] + prefix + padding long enough for `max_len` more characters (sequences)."""
+    b, prefix_ids = vocab.boundary_id, vocab.encode(prefix)
+    if layout == "windows":
+        T = model.block_size
+        return ([b] * T + prefix_ids)[-T:], 0
+    start = 1 + len(prefix_ids)
+    length = max(model.seq_len, start + max_len)
+    return [b] + prefix_ids + [b] * (length - start), start
 
 
 def check_sampling_args(
@@ -123,43 +168,41 @@ def check_sampling_args(
         raise UserError(
             f"--top_k must be between 0 (off) and the vocabulary size {vocab.size}, got {top_k}"
         )
-    unknown = vocab.unknown_chars(prefix)
-    if unknown:
-        shown = ", ".join(repr(c) for c in unknown)
-        raise UserError(f"--prefix {prefix!r}: {shown} not in the vocabulary")
+    vocab.check_known(prefix, f"--prefix {prefix!r}")
 
 
 def generate(
     model: nn.Module,
     variables: Any,
     vocab: Vocab,
-    block_size: int,
     key: jax.Array,
     num: int,
+    *,
+    layout: str,
     max_len: int,
     temperature: float = 1.0,
     top_k: int = 0,
     prefix: str = "",
     batch_size: int = MAX_SAMPLE_BATCH,
-    sampler=None,
 ) -> list[str]:
-    """`num` words, each `prefix` + up to `max_len` generated characters.
+    """`num` words, each `prefix` + up to `max_len` generated characters, from a model of
+    `layout` (its spec's).
 
     Batch i draws from `fold_in(key, i)`, so the first words do not depend on `num` as long as
     the batch size is the same.
     """
     check_sampling_args(vocab, num, temperature, top_k, prefix)
+    if max_len <= 0:
+        raise UserError(f"--max_len must be > 0, got {max_len}")
     batch = min(num, batch_size)
-    prefix_ids = vocab.encode(prefix)
-    context_T = ([vocab.boundary_id] * block_size + prefix_ids)[-block_size:]
-    context_BxT = jnp.asarray(np.tile(np.asarray(context_T, np.int32), (batch, 1)))
-    if sampler is None:
-        sampler = make_sampler(model, block_size, max_len, vocab.boundary_id)
+    state_S, start = initial_state(model, layout, vocab, prefix, max_len)
+    state_BxS = jnp.asarray(np.tile(np.asarray(state_S, np.int32), (batch, 1)))
+    sampler = make_sampler(model, layout, max_len, start, vocab.boundary_id)
     chunks = [
         sampler(
             variables,
             jax.random.fold_in(key, i),
-            context_BxT,
+            state_BxS,
             jnp.float32(temperature),
             jnp.int32(top_k),
         )
@@ -191,7 +234,7 @@ def summarize(
 
 
 def main(argv: Sequence[str]) -> int:
-    from jax_makemore import train as train_lib
+    from jax_makemore.restore import load_trained
 
     parser = argparse.ArgumentParser(
         prog="python -m jax_makemore.sample", description=__doc__.splitlines()[0]
@@ -208,24 +251,23 @@ def main(argv: Sequence[str]) -> int:
         "--max_len",
         type=int,
         default=0,
-        help="cap on generated characters (0: longest training word + 10)",
+        help="cap on generated characters (0: longest word of the data + 10)",
     )
     args = parser.parse_args(argv)
-    loaded = train_lib.load_trained(args.workdir)
     if args.max_len < 0:
         raise UserError(f"--max_len must be >= 0, got {args.max_len}")
-    max_len = args.max_len or loaded.default_max_len
+    loaded = load_trained(args.workdir)
     words = generate(
         loaded.model,
         loaded.variables,
         loaded.vocab,
-        loaded.config.block_size,
         jax.random.PRNGKey(args.seed),
         args.num,
-        max_len,
-        args.temperature,
-        args.top_k,
-        args.prefix,
+        layout=loaded.spec.layout,
+        max_len=args.max_len or default_max_len(loaded.seq_len - 1),
+        temperature=args.temperature,
+        top_k=args.top_k,
+        prefix=args.prefix,
     )
     sys.stdout.write("".join(w + "\n" for w in words))
     sys.stdout.flush()

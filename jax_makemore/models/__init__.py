@@ -1,35 +1,109 @@
-"""Model registry: every model is a Linen module called as `apply(variables, idx_BxT, train=...)`
-and returns next-character logits_BxV."""
+"""The model registry: every module of this package that defines `SPECS` (a tuple of
+`ModelSpec`, see `base.py`) is a model family. Adding a model is one file here plus one config.
+
+Nothing outside `models/` and `configs/` looks at a model's name: the rest of the package asks
+the registry for the spec of `config.model.name` and reads its layout, hyper-parameters, and
+whether it is fitted or trained.
+"""
 
 from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
 
 import ml_collections
 from flax import linen as nn
 
-from jax_makemore.models.bigram import CountBigram, NeuralBigram
-from jax_makemore.models.mlp import MLP
-
-MODEL_NAMES = ("bigram_counts", "bigram", "mlp")
+from jax_makemore.errors import UserError
+from jax_makemore.models.base import DATA_FIELDS, Layout, ModelSpec
 
 
-def build_model(config: ml_collections.ConfigDict, vocab_size: int) -> nn.Module:
-    """The Linen module named by `config.model`, sized for `vocab_size`."""
-    if config.model == "bigram_counts":
-        return CountBigram(vocab_size=vocab_size)
-    if config.model == "bigram":
-        return NeuralBigram(vocab_size=vocab_size)
-    if config.model == "mlp":
-        return MLP(
-            vocab_size=vocab_size,
-            block_size=config.block_size,
-            n_embd=config.n_embd,
-            n_hidden=config.n_hidden,
-            use_batchnorm=config.use_batchnorm,
-            bn_momentum=config.bn_momentum,
-            bn_eps=config.bn_eps,
-            kaiming_gain=config.kaiming_gain,
+@functools.cache
+def registry() -> dict[str, ModelSpec]:
+    """{name: spec} of every model file in this package, discovered by import."""
+    specs: dict[str, ModelSpec] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for spec in getattr(module, "SPECS", ()):
+            if spec.name in specs:
+                raise RuntimeError(f"model name {spec.name!r} is registered twice")
+            specs[spec.name] = spec
+    return specs
+
+
+def model_names() -> list[str]:
+    return sorted(registry())
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of model `name`; an unknown name is a UserError listing the registered ones."""
+    specs = registry()
+    if name not in specs:
+        raise UserError(
+            f"config key model.name={name!r}: unknown model; registered: {', '.join(model_names())}"
         )
-    raise ValueError(f"unknown model {config.model!r}")
+    return specs[name]
 
 
-__all__ = ["MODEL_NAMES", "build_model", "CountBigram", "NeuralBigram", "MLP"]
+def spec_of(config: ml_collections.ConfigDict) -> ModelSpec:
+    """The spec of a full config (its `model.name`)."""
+    return get_spec(config.model.name)
+
+
+def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
+    """`config.model` for model `name`: its name and its hyper-parameters at their defaults,
+    then `overrides` (which must be hyper-parameters of that model)."""
+    spec = get_spec(name)
+    params = spec.hyperparameters()
+    for key in overrides:
+        if key not in params:
+            raise UserError(f"model {name!r} has no hyper-parameter {key!r}")
+    return ml_collections.ConfigDict({"name": name, **params, **overrides})
+
+
+def validate_model_config(model: ml_collections.ConfigDict) -> None:
+    """One-line errors for a `config.model` no module of its kind can be built with."""
+    spec = get_spec(model.name)
+    known = set(spec.hyperparameters())
+    for key in model.keys():
+        if key != "name" and key not in known:
+            raise UserError(
+                f"config key model.{key}: model {model.name!r} has no such hyper-parameter; "
+                f"it has {', '.join(sorted(known))}"
+            )
+    for key in sorted(known):
+        if key not in model:
+            raise UserError(f"config key model.{key} is missing for model {model.name!r}")
+        value = model[key]
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            raise UserError(f"config key model.{key} must be > 0, got {value}")
+    if spec.validate is not None:
+        spec.validate(model)
+
+
+def build_model(model: ml_collections.ConfigDict, vocab_size: int, seq_len: int = 0) -> nn.Module:
+    """The Linen module of `config.model`, sized for the data (`seq_len`: sequences layout)."""
+    return get_spec(model.name).build(model, vocab_size, seq_len)
+
+
+def input_length(model: ml_collections.ConfigDict, seq_len: int) -> int:
+    """Length T of the model's input rows: the window width, or the padded word length."""
+    return model.block_size if get_spec(model.name).layout == "windows" else seq_len
+
+
+__all__ = [
+    "DATA_FIELDS",
+    "Layout",
+    "ModelSpec",
+    "build_model",
+    "get_spec",
+    "input_length",
+    "model_config",
+    "model_names",
+    "registry",
+    "spec_of",
+    "validate_model_config",
+]

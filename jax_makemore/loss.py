@@ -1,0 +1,86 @@
+"""The one loss of the package: a masked negative log-likelihood, used by training, evaluation
+and scoring alike, for logits of any layout (`BxV` windows or `BxTxV` sequences).
+
+A target of `IGNORE` (-1) never counts: it is masked out explicitly, so it cannot silently
+index the last class (the boundary token). Losses are returned as (sum, count) so that batches
+of different sizes and padded batches combine exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+
+from jax_makemore.data import IGNORE
+
+
+def masked_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of -log p(target), number of counted targets) over every position whose target is
+    not IGNORE. `logits` has one more (vocabulary) axis than `targets`."""
+    counted = targets != IGNORE
+    safe = jnp.where(counted, targets, 0)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
+    return jnp.sum(jnp.where(counted, nll, 0.0)), jnp.sum(counted)
+
+
+def mean_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean -log p(target) over the counted targets: the training loss."""
+    total, count = masked_nll(logits, targets)
+    return total / jnp.maximum(count, 1)
+
+
+def make_eval_step(model: nn.Module):
+    """`(variables, X, Y) -> (nll sum, count)` in eval mode (running stats, no dropout), jitted."""
+
+    @jax.jit
+    def eval_step(variables, X, Y):
+        return masked_nll(model.apply(variables, X, train=False), Y)
+
+    return eval_step
+
+
+def make_row_nll(model: nn.Module):
+    """`(variables, X, Y) -> nll_R`: each row's summed -log p over its counted targets, jitted
+    (scoring words: a row is a window, or a whole word in the sequences layout)."""
+
+    @jax.jit
+    def row_nll(variables, X, Y):
+        logits = model.apply(variables, X, train=False)
+        counted = Y != IGNORE
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(counted, Y, 0))
+        nll = jnp.where(counted, nll, 0.0)
+        return nll.reshape(nll.shape[0], -1).sum(axis=1)
+
+    return row_nll
+
+
+def pad_rows(X: np.ndarray, Y: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """X and Y padded to `rows` rows; padded targets are IGNORE, so they never count."""
+    pad = rows - len(X)
+    X_pad = np.concatenate([X, np.zeros((pad, *X.shape[1:]), X.dtype)])
+    Y_pad = np.concatenate([Y, np.full((pad, *Y.shape[1:]), IGNORE, Y.dtype)])
+    return X_pad, Y_pad
+
+
+def evaluate_loss(
+    eval_step, variables: Any, X: np.ndarray, Y: np.ndarray, batch_size: int
+) -> float | None:
+    """Mean NLL per counted target over a split (None when it has none), in fixed-size padded
+    batches so that every split of every size shares one compiled `eval_step`."""
+    if len(X) == 0:
+        return None
+    batch_size = min(batch_size, len(X))
+    num_batches = -(-len(X) // batch_size)
+    X_pad, Y_pad = pad_rows(X, Y, num_batches * batch_size)
+    parts = [
+        eval_step(variables, X_pad[i : i + batch_size], Y_pad[i : i + batch_size])
+        for i in range(0, num_batches * batch_size, batch_size)
+    ]
+    sums, counts = zip(*jax.device_get(parts), strict=True)
+    count = int(np.sum(counts))
+    return float(np.sum(sums, dtype=np.float64) / count) if count else None

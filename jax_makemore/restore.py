@@ -1,0 +1,71 @@
+"""A trained model restored from a workdir, for the commands that use one (sample, evaluate,
+plot): the module rebuilt from the checkpoint's config, its variables (params and running
+statistics, no optimizer state), and the words it was trained and validated on."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from flax import linen as nn
+
+from jax_makemore import checkpoint as ckpt
+from jax_makemore.data import Vocab, read_words, split_words
+from jax_makemore.errors import UserError
+from jax_makemore.models import ModelSpec, get_spec
+
+
+def variables_of(params: Any, batch_stats: Any) -> dict[str, Any]:
+    """The `variables` of `model.apply`: params, and batch_stats when the model has any."""
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    return variables
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A trained model restored from a workdir, ready for evaluation and sampling."""
+
+    config: ml_collections.ConfigDict
+    config_name: str
+    vocab: Vocab
+    step: int
+    seq_len: int  # padded word length of the data it was built for (sequences layout)
+    spec: ModelSpec
+    model: nn.Module
+    variables: dict[str, Any]
+    train_words: set[str] | None  # None when the data file is gone
+    heldout_words: set[str] | None
+
+
+def load_trained(workdir: str | Path) -> LoadedModel:
+    """Restore the latest checkpoint of `workdir` (params and batch_stats only)."""
+    meta = ckpt.restore_meta(workdir)
+    config = meta.config
+    spec = get_spec(config.model.name)
+    model = spec.build(config.model, meta.vocab.size, meta.seq_len)
+    state = ckpt.restore_state(workdir, meta.step)
+    variables = variables_of(state["params"], state.get("batch_stats"))
+    train_words = heldout_words = None
+    if Path(config.data_path).is_file():
+        try:
+            words = read_words(config.data_path, config.max_word_length)
+            splits = split_words(words, config.seed, config.split_fractions)
+            train_words, heldout_words = set(splits[0]), set(splits[1]) | set(splits[2])
+        except UserError:  # the file changed since training: no new/seen labels, still usable
+            pass
+    return LoadedModel(
+        config,
+        meta.config_name,
+        meta.vocab,
+        meta.step,
+        meta.seq_len,
+        spec,
+        model,
+        variables,
+        train_words,
+        heldout_words,
+    )
