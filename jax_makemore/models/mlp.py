@@ -6,6 +6,7 @@ import jax
 from flax import linen as nn
 
 from jax_makemore.layers import TANH_GAIN, BatchNorm, kaiming_normal
+from jax_makemore.models.base import ModelSpec
 
 
 class MLP(nn.Module):
@@ -14,12 +15,13 @@ class MLP(nn.Module):
     n_embd: int = 10
     n_hidden: int = 200
     use_batchnorm: bool = True
-    bn_momentum: float = 0.001
-    bn_eps: float = 1e-5
+    bn_momentum: float = BatchNorm.momentum
+    bn_eps: float = BatchNorm.eps
+    bn_fused_backward: bool = False
     kaiming_gain: float = TANH_GAIN
 
     @nn.compact
-    def __call__(self, idx_BxT: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, idx_BxT: jax.Array, train: bool) -> jax.Array:
         B, T = idx_BxT.shape
         # C ~ N(0, 1) like torch.randn((vocab_size, n_embd))
         emb_BxTxE = nn.Embed(
@@ -34,7 +36,9 @@ class MLP(nn.Module):
             kernel_init=kaiming_normal(self.kaiming_gain),
         )(x_BxTE)
         if self.use_batchnorm:
-            preact_BxH = BatchNorm(momentum=self.bn_momentum, eps=self.bn_eps)(preact_BxH, train)
+            preact_BxH = BatchNorm(
+                momentum=self.bn_momentum, eps=self.bn_eps, fused_backward=self.bn_fused_backward
+            )(preact_BxH, train)
         self.sow("intermediates", "preact_BxH", preact_BxH)
         h_BxH = jax.numpy.tanh(preact_BxH)
         self.sow("intermediates", "h_BxH", h_BxH)
@@ -44,3 +48,6 @@ class MLP(nn.Module):
             kernel_init=nn.initializers.normal(0.01),
             bias_init=nn.initializers.zeros,
         )(h_BxH)
+
+
+SPECS = (ModelSpec("mlp", MLP, "windows"),)
