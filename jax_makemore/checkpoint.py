@@ -96,7 +96,11 @@ def restore_meta(workdir: str | Path, step: int | None = None) -> CheckpointMeta
         config = ml_collections.ConfigDict(meta["config"])
         config.split_fractions = tuple(config.split_fractions)
         return CheckpointMeta(
-            config, meta["config_name"], Vocab.from_json(meta["vocab"]), step, meta["data"]["seq_len"]
+            config,
+            meta["config_name"],
+            Vocab.from_json(meta["vocab"]),
+            step,
+            meta["data"]["seq_len"],
         )
     except Exception as err:  # orbax raises many kinds; all mean the same to a user
         raise UserError(

@@ -38,7 +38,8 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c.model = model_config(model)  # name + that model's hyper-parameters
     c.data_path = str(DEFAULT_DATA_PATH)
     c.max_word_length = 10_000  # longer lines are refused, naming the line
-    c.seed = 1337
+    c.seed = 1337  # init, batches, dropout and the samples printed at the end
+    c.split_seed = 1337  # the shuffle that cuts the words into train/val/test
     c.split_fractions = (0.8, 0.1, 0.1)
     # optimisation
     c.num_steps = 200_000
@@ -70,6 +71,21 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c.log_diagnostics = False  # measured inside the compiled chunk, written to diagnostics.jsonl
     c.diagnostics_every = 1000  # steps between measurements (when log_diagnostics)
     return c
+
+
+def makemore_training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """makemore.py's training defaults for its sequence models, in place: batches of 32 words,
+    AdamW at a constant 5e-4, betas (0.9, 0.99), eps 1e-8, weight decay 0.01 on every
+    parameter (as torch.optim.AdamW over model.parameters())."""
+    config.batch_size = 32
+    config.optimizer = "adamw"
+    config.learning_rate = 5e-4
+    config.lr_decay_factor = 1.0
+    config.adam_b1, config.adam_b2, config.adam_eps = 0.9, 0.99, 1e-8
+    config.weight_decay = 0.01
+    config.decay_matrices_only = False
+    config.steps_per_call = 500
+    return config
 
 
 def load_config(name_or_path: str) -> tuple[ml_collections.ConfigDict, str]:

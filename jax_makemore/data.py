@@ -290,13 +290,13 @@ def load_dataset(
 def dataset_from_config(
     config: Any, vocab: Vocab | None = None, seq_len: int | None = None
 ) -> Dataset:
-    """`load_dataset` with a config's data keys (data_path, seed, split_fractions,
+    """`load_dataset` with a config's data keys (data_path, split_seed, split_fractions,
     max_word_length) in the layout of its model: how training, evaluation, lr_find, plot and
     the bench all see the same splits."""
     windows = get_spec(config.model.name).layout == "windows"
     return load_dataset(
         config.data_path,
-        config.seed,
+        config.split_seed,
         config.split_fractions,
         block_size=config.model.block_size if windows else None,
         seq_len=seq_len,

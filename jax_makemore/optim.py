@@ -21,9 +21,7 @@ def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
             lr, max(config.num_steps - warmup, 1), alpha=config.lr_min_factor
         )
     else:
-        decay_steps = (
-            config.lr_decay_steps if config.lr_decay_steps >= 0 else config.num_steps // 2
-        )
+        decay_steps = config.lr_decay_steps if config.lr_decay_steps >= 0 else config.num_steps // 2
         if config.lr_decay_factor == 1.0 or decay_steps <= 0:
             main = optax.constant_schedule(lr)
         else:

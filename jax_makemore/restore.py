@@ -53,7 +53,7 @@ def load_trained(workdir: str | Path) -> LoadedModel:
     if Path(config.data_path).is_file():
         try:
             words = read_words(config.data_path, config.max_word_length)
-            splits = split_words(words, config.seed, config.split_fractions)
+            splits = split_words(words, config.split_seed, config.split_fractions)
             train_words, heldout_words = set(splits[0]), set(splits[1]) | set(splits[2])
         except UserError:  # the file changed since training: no new/seen labels, still usable
             pass

@@ -20,7 +20,7 @@ from jax_makemore.errors import UserError
 
 #: Top-level keys that, with the whole `model` sub-config, fix what a checkpoint holds; a
 #: checkpoint only resumes when they match the flags.
-IDENTITY_KEYS = ("data_path", "seed", "split_fractions")
+IDENTITY_KEYS = ("data_path", "seed", "split_seed", "split_fractions")
 #: Files a fresh run starts without (a resumed run appends to them).
 RUN_FILES = ("metrics.jsonl", "results.json", diagnostics.FILENAME)
 

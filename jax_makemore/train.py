@@ -125,7 +125,10 @@ def make_train_step(
         )
         if measure:
             inter = updates.get("intermediates", {})
-            return new_state, (loss, diagnostics.measure(state.params, new_state.params, grads, inter))
+            return new_state, (
+                loss,
+                diagnostics.measure(state.params, new_state.params, grads, inter),
+            )
         return new_state, loss
 
     return train_step
@@ -212,7 +215,11 @@ class Run:
 
 
 def start_run(
-    config: ml_collections.ConfigDict, config_name: str, workdir: Path, resume: bool, overwrite: bool
+    config: ml_collections.ConfigDict,
+    config_name: str,
+    workdir: Path,
+    resume: bool,
+    overwrite: bool,
 ) -> Run:
     """Prepare the workdir, load the data, build the model and its state (fitted, fresh or
     restored from the workdir's checkpoint), placed on the mesh."""
@@ -262,7 +269,11 @@ def check_divergence(losses_K: np.ndarray, step: int, r: Run) -> None:
         return
     first = int(np.argmax(diverged_K))
     last = r.manager.latest_step()
-    kept = f"checkpoint {last} in '{r.workdir}' is kept" if last is not None else "no checkpoint was written"
+    kept = (
+        f"checkpoint {last} in '{r.workdir}' is kept"
+        if last is not None
+        else "no checkpoint was written"
+    )
     raise DivergedError(
         f"training diverged: the loss became {losses_K[first]:.4g} at step {step + first + 1} "
         f"(learning_rate={r.config.learning_rate}, divergence_loss={r.config.divergence_loss}); {kept}"
@@ -312,7 +323,9 @@ def train_chunks(r: Run, logger: Any) -> tuple[float, float]:
             }
             if step % config.eval_every == 0 or step == config.num_steps:
                 record["split_loss"] = evaluate_splits(r, eval_step)
-                shown = "  ".join(f"{s} {v:.4f}" for s, v in record["split_loss"].items() if v is not None)
+                shown = "  ".join(
+                    f"{s} {v:.4f}" for s, v in record["split_loss"].items() if v is not None
+                )
                 logger.info(f"step {step}: {shown}")
             logger.write(record)
             logger.progress(step, record["loss"], record["steps_per_sec"])
@@ -323,7 +336,9 @@ def train_chunks(r: Run, logger: Any) -> tuple[float, float]:
                 if r.manager.latest_step() != step:
                     r.save()
                 name = signal.Signals(signum).name
-                logger.info(f"{name}: saved checkpoint at step {step} in '{r.workdir}'; continue with --resume")
+                logger.info(
+                    f"{name}: saved checkpoint at step {step} in '{r.workdir}'; continue with --resume"
+                )
                 raise Interrupted(int(signum))
     return compile_seconds, train_seconds
 

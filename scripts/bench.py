@@ -39,16 +39,11 @@ import numpy as np
 
 from jax_makemore import config as config_lib
 from jax_makemore.data import dataset_from_config
-from jax_makemore.models import build_model
-from jax_makemore.sample import generate, make_sampler
-from jax_makemore.train import (
-    create_train_state,
-    evaluate_loss,
-    make_eval_step,
-    make_train_chunk,
-    make_train_step,
-    variables_of,
-)
+from jax_makemore.loss import evaluate_loss, make_eval_step
+from jax_makemore.models import get_spec
+from jax_makemore.restore import variables_of
+from jax_makemore.sample import default_max_len, generate
+from jax_makemore.train import create_train_state, make_train_chunk, make_train_step
 
 FUSED_KS = (1, 10, 100, 1000)
 SAMPLE_BATCHES = (1, 100, 10_000)
@@ -123,23 +118,25 @@ class Sizes:
 def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
     ds = dataset_from_config(config)
     vocab = ds.vocab
-    model = build_model(config, vocab.size)
+    spec = get_spec(config.model.name)
+    model = spec.build(config.model, vocab.size, ds.seq_len)
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-    state = create_train_state(config, model, init_key, data_key)
+    state = create_train_state(config, model, init_key, data_key, ds.seq_len)
     X_train, Y_train = (jnp.asarray(a) for a in ds.split("train"))
-    B, full_batch, S = config.batch_size, config.full_batch, sizes.train_steps
-    out: dict[str, Any] = {}
+    S = sizes.train_steps
+    step_kw = dict(batch_size=config.batch_size, full_batch=config.full_batch, spec=spec)
+    out: dict[str, Any] = {"batch_size": config.batch_size, "layout": spec.layout}
 
     # compile_seconds: the train chunk of `steps_per_call` steps, lowered and compiled afresh
     def compile_chunk():
-        fn = make_train_chunk(model, B, full_batch, config.steps_per_call)
+        fn = make_train_chunk(model, num_steps=config.steps_per_call, **step_kw)
         return fn.lower(state, X_train, Y_train).compile()
 
     out["compile_seconds"] = median_seconds(compile_chunk, max(1, sizes.repeats // 2))
     log(f"compile: {out['compile_seconds']:.2f} s")
 
     # one jit call per step, dispatched asynchronously; the loss is fetched once per repeat
-    step = jax.jit(make_train_step(model, B, full_batch), donate_argnums=0)
+    step = jax.jit(make_train_step(model, **step_kw), donate_argnums=0)
     state, loss = step(state, X_train, Y_train)
     jax.block_until_ready(loss)
 
@@ -155,7 +152,7 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
     # K steps in one lax.scan per call
     by_k: dict[str, float] = {}
     for K in sorted(set(FUSED_KS) | {config.steps_per_call}):
-        chunk = make_train_chunk(model, B, full_batch, K)
+        chunk = make_train_chunk(model, num_steps=K, **step_kw)
         calls = max(sizes.fused_calls, -(-S // K))
         state, losses = chunk(state, X_train, Y_train)  # compile + warm-up
         np.asarray(losses)
@@ -172,10 +169,11 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
     out["train_fused_by_k"] = {str(k): by_k[str(k)] for k in FUSED_KS}
 
     # evaluation over the val split (test split when val is empty)
-    variables = variables_of(state)
+    variables = variables_of(state.params, state.batch_stats)
     eval_step = make_eval_step(model)
     X_eval, Y_eval = ds.split("val") if len(ds.split("val")[1]) else ds.split("test")
     if len(Y_eval):
+        out["eval_characters"] = int(np.sum(Y_eval >= 0))
         evaluate_loss(eval_step, variables, X_eval, Y_eval, config.eval_batch_size)
         dt = median_seconds(
             lambda: evaluate_loss(eval_step, variables, X_eval, Y_eval, config.eval_batch_size),
@@ -187,29 +185,18 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
     log(f"eval: {out['eval_examples_per_sec'] or 0:,.0f} examples/s")
 
     # sampling from the state trained above, through generate() (decoding to strings included)
-    max_len = max(len(w) for w in ds.words[0]) + 10  # the sample command's default cap
+    max_len = default_max_len(ds.longest_word)  # the sample command's default cap
     by_batch: dict[str, float] = {}
     for batch in SAMPLE_BATCHES:
-        sampler = make_sampler(model, config.block_size, max_len, vocab.boundary_id)
         num = max(sizes.sample_words[batch], batch)
 
-        def sample(num=num, batch=batch, sampler=sampler):
+        def sample(num=num, batch=batch):
             return generate(
-                model,
-                variables,
-                vocab,
-                config.block_size,
-                sample_key,
-                num,
-                max_len,
-                batch_size=batch,
-                sampler=sampler,
-            )
+                model, variables, vocab, sample_key, num,
+                layout=spec.layout, max_len=max_len, batch_size=batch,
+            )  # fmt: skip
 
-        generate(  # compile + warm-up: one batch
-            model, variables, vocab, config.block_size, sample_key, batch, max_len,
-            batch_size=batch, sampler=sampler,
-        )  # fmt: skip
+        sample(batch)  # compile + warm-up: one batch (the compiled sampler is cached)
         by_batch[str(batch)] = num / median_seconds(sample, sizes.repeats)
         log(f"sample batch {batch}: {by_batch[str(batch)]:,.0f} names/s")
     out["sample_names_per_sec"] = by_batch[str(max(SAMPLE_BATCHES))]
@@ -228,8 +215,8 @@ def torch_reference(
     config, ds, variables, max_len: int, sizes: Sizes, log: Callable[[str], None]
 ) -> tuple[float | None, float | None, str | None]:
     """(steps/s, names/s, reason when None) of makemore's eager PyTorch MLP."""
-    if config.model != "mlp" or not config.use_batchnorm:
-        return None, None, "the PyTorch reference is the BatchNorm MLP only (config model=mlp)"
+    if config.model.name != "mlp" or not config.model.use_batchnorm:
+        return None, None, "this PyTorch reference is the BatchNorm MLP only (model mlp)"
     try:
         import torch
         import torch.nn.functional as F
@@ -238,10 +225,11 @@ def torch_reference(
 
     torch.manual_seed(config.seed)
     g = torch.Generator().manual_seed(config.seed)
-    V, T, E, H = ds.vocab.size, config.block_size, config.n_embd, config.n_hidden
+    mc = config.model
+    V, T, E, H = ds.vocab.size, mc.block_size, mc.n_embd, mc.n_hidden
     Xtr, Ytr = (torch.from_numpy(np.asarray(a, np.int64)) for a in ds.split("train"))
     C = torch.randn((V, E), generator=g)
-    W1 = torch.randn((T * E, H), generator=g) * config.kaiming_gain / (T * E) ** 0.5
+    W1 = torch.randn((T * E, H), generator=g) * mc.kaiming_gain / (T * E) ** 0.5
     W2 = torch.randn((H, V), generator=g) * 0.01
     b2 = torch.zeros(V)
     bngain, bnbias = torch.ones((1, H)), torch.zeros((1, H))
@@ -249,7 +237,7 @@ def torch_reference(
     params = [C, W1, W2, b2, bngain, bnbias]
     for p in params:
         p.requires_grad = True
-    m, eps, lr = config.bn_momentum, config.bn_eps, config.learning_rate
+    m, eps, lr = mc.bn_momentum, mc.bn_eps, config.learning_rate
 
     def train_steps(n: int) -> None:
         for _ in range(n):
@@ -334,20 +322,12 @@ def bench_devices(
     log: Callable[[str], None],
 ) -> dict[str, Any]:  # fmt: skip
     """Fused steps/s of `python -m jax_makemore.train` with N forced XLA host devices each."""
-    has_num_devices = "num_devices" in config_lib.base_config()
-    # TODO: without the `num_devices` config key (data parallelism, jax_makemore/parallel.py) the
-    # train command ignores the extra devices and this only measures one device beside N-1 idle.
     steps = sizes.device_steps
     result: dict[str, Any] = {
         "note": (
             f"simulation: N XLA host devices (--xla_force_host_platform_device_count=N) share one "
             f"CPU of {usable_cpus()} cores; `python -m jax_makemore.train` with "
-            + (
-                "--config.num_devices=N"
-                if has_num_devices
-                else "one device (no num_devices config key yet)"
-            )
-            + f", {steps} steps"
+            f"--config.num_devices=N, {steps} steps"
         ),
         "steps_per_sec": {},
     }
@@ -359,9 +339,8 @@ def bench_devices(
                 *(f"--config.{k}={v}" for k, v in overrides),
                 f"--config.num_steps={steps}", f"--config.eval_every={steps}",
                 f"--config.checkpoint_every={steps}", "--config.num_samples=0",
+                f"--config.num_devices={n}",
             ]  # fmt: skip
-            if has_num_devices:
-                args.append(f"--config.num_devices={n}")
             env = dict(os.environ)
             env["JAX_PLATFORMS"] = "cpu"
             env["XLA_FLAGS"] = (
@@ -430,7 +409,10 @@ def markdown_table(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> 
         for b in results[0]["sample_by_batch"]
     ]
     rows += [
-        ("PyTorch eager train, batch 32 (steps/s)", lambda r: r["torch_eager_steps_per_sec"]),
+        (
+            f"PyTorch eager train, batch {results[0]['batch_size']} (steps/s)",
+            lambda r: r["torch_eager_steps_per_sec"],
+        ),
         ("PyTorch per-word sampling (names/s)", lambda r: r["torch_sample_names_per_sec"]),
         ("speedup, fused train / PyTorch", lambda r: r["speedup_train"]),
         ("speedup, batch sampling / PyTorch", lambda r: r["speedup_sample"]),

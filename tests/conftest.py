@@ -37,8 +37,12 @@ def small_names(tmp_path: Path) -> Path:
 
 
 def tiny_config(name: str = "mlp", data_path: Path | str | None = None, **overrides):
-    """A named config shrunk for tests; keyword overrides are applied as `--config.K=V` strings."""
-    pairs = [(k, str(v)) for k, v in overrides.items()]
+    """A named config shrunk for tests; keyword overrides are applied as `--config.K=V` strings
+    (a key that is not a top-level key of the config is a model hyper-parameter: `model.K`)."""
+    from jax_makemore.config import load_config
+
+    top = set(load_config(name)[0].keys())
+    pairs = [(k if k in top else f"model.{k}", str(v)) for k, v in overrides.items()]
     if data_path is not None:
         pairs.append(("data_path", str(data_path)))
     config, config_name = resolve(name, pairs)
@@ -60,3 +64,27 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
         timeout=timeout,
         env=full_env,
     )
+
+
+def tiny_setup(config):
+    """(dataset, spec, model, fresh_state, X_train, Y_train) of a config, outside the train loop:
+    `fresh_state()` is a new TrainState from keys 0 (init) and 1 (data) each call (a chunk
+    donates the state it is given)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jax_makemore.data import dataset_from_config
+    from jax_makemore.models import get_spec
+    from jax_makemore.train import create_train_state
+
+    ds = dataset_from_config(config)
+    spec = get_spec(config.model.name)
+    model = spec.build(config.model, ds.vocab.size, ds.seq_len)
+    X, Y = (jnp.asarray(a) for a in ds.split("train"))
+
+    def fresh_state():
+        return create_train_state(
+            config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1), ds.seq_len
+        )
+
+    return ds, spec, model, fresh_state, X, Y

@@ -39,7 +39,7 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
             "--devices",
             "2",
             f"--config.data_path={small_names}",
-            "--config.n_hidden=16",
+            "--config.model.n_hidden=16",
             "--config.steps_per_call=100",
         ],
         capture_output=True,

@@ -10,7 +10,7 @@ from jax_makemore.train import train_and_evaluate
 
 
 def _state(workdir):
-    _, _, _, step = ckpt.restore_meta(workdir)
+    step = ckpt.restore_meta(workdir).step
     return step, ckpt.restore_state(workdir, step)
 
 
@@ -40,9 +40,11 @@ def test_resume_is_bit_identical_to_one_run(tmp_path, small_names):
 def test_checkpoint_holds_config_vocab_and_keys(tmp_path, small_names):
     config, name = tiny_config("mlp", small_names, num_steps=200, steps_per_call=100, n_hidden=16)
     train_and_evaluate(config, name, tmp_path / "w")
-    saved, saved_name, vocab, step = ckpt.restore_meta(tmp_path / "w")
-    assert saved_name == "mlp" and step == 200 and saved.n_hidden == 16
+    meta = ckpt.restore_meta(tmp_path / "w")
+    saved, saved_name, vocab, step = meta.config, meta.config_name, meta.vocab, meta.step
+    assert saved_name == "mlp" and step == 200 and saved.model.n_hidden == 16
     assert vocab.size == 27 and vocab.boundary == "."
+    assert meta.seq_len == max(len(w) for w in small_names.read_text().split()) + 1
     state = ckpt.restore_state(tmp_path / "w", step)
     assert set(state) >= {"params", "batch_stats", "opt_state", "step", "data_key"}
 
@@ -62,7 +64,14 @@ def test_resume_refuses_a_different_model(tmp_path, small_names):
     config, name = tiny_config("mlp", small_names, num_steps=100, steps_per_call=100)
     train_and_evaluate(config, name, tmp_path / "w")
     config, name = tiny_config("mlp", small_names, num_steps=200, steps_per_call=100, n_hidden=64)
-    with pytest.raises(UserError, match="n_hidden=200 but the flags ask for n_hidden=64"):
+    with pytest.raises(
+        UserError, match="model.n_hidden=200 but the flags ask for model.n_hidden=64"
+    ):
+        train_and_evaluate(config, name, tmp_path / "w", resume=True)
+    config, name = tiny_config("bigram", small_names)
+    with pytest.raises(
+        UserError, match="model.name='mlp' but the flags ask for model.name='bigram'"
+    ):
         train_and_evaluate(config, name, tmp_path / "w", resume=True)
 
 

@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jax_makemore import DEFAULT_DATA_PATH
+from jax_makemore.config import base_config
 from jax_makemore.data import Vocab, context_windows, load_dataset, read_words, split_words
 from jax_makemore.errors import UserError
 
@@ -77,7 +78,8 @@ def test_read_words_refuses_a_directory_and_an_overlong_line(tmp_path):
     path = tmp_path / "long.txt"
     path.write_text("a" * 100_000 + "\nbob\n")
     with pytest.raises(UserError, match="line 1 has 100000 characters; the limit is 10000"):
-        read_words(path)
+        read_words(path, base_config().max_word_length)
+    assert len(read_words(path)) == 2  # no limit unless one is given
 
 
 def test_split_is_disjoint_covering_and_deterministic():
@@ -131,7 +133,7 @@ def test_context_windows_shapes_match_a_python_loop():
 
 
 def test_load_dataset_on_the_shipped_file():
-    ds = load_dataset(DEFAULT_DATA_PATH, 3, 1337)
+    ds = load_dataset(DEFAULT_DATA_PATH, 1337, block_size=3)
     assert ds.vocab.size == 27 and ds.vocab.boundary == "."
     n_words = sum(len(w) for w in ds.words)
     assert 32_000 < n_words < 33_000

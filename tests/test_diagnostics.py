@@ -4,13 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import tiny_config, tiny_setup
 
 from jax_makemore import diagnostics
-from jax_makemore.data import load_dataset
 from jax_makemore.errors import UserError
-from jax_makemore.models import build_model
-from jax_makemore.train import create_train_state, make_train_chunk, train_and_evaluate
+from jax_makemore.run import read_jsonl
+from jax_makemore.train import make_train_chunk, train_and_evaluate
 
 
 def test_histogram_matches_numpy_including_edges_and_outliers():
@@ -35,18 +34,18 @@ def test_saturated_fraction_and_update_ratio_match_numpy():
     )
 
 
-def _one_step(config, path, block_size, edit=lambda params: params):
+def _one_step(config, edit=lambda params: params):
     """One full-batch train step with diagnostics at step 0: (params before, data, diag row);
     `edit` changes the initial params."""
-    ds = load_dataset(path, block_size, 0)
-    model = build_model(config, ds.vocab.size)
-    X, Y = (jnp.asarray(a) for a in ds.split("train"))
-    state = create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
+    _, _, model, fresh, X, Y = tiny_setup(config)
+    state = fresh()
     state = state.replace(params=edit(state.params))
     params0 = jax.tree.map(np.array, state.params)  # the state is donated
     # full float32 matmuls, as NumPy does (a GPU would otherwise use TF32)
     with jax.default_matmul_precision("highest"):
-        _, (losses, diag) = make_train_chunk(model, 32, True, 1, diagnostics_every=1)(state, X, Y)
+        _, (losses, diag) = make_train_chunk(
+            model, batch_size=32, num_steps=1, full_batch=True, measure_first=True
+        )(state, X, Y)
     row = diagnostics.record(jax.device_get(diag), 0)
     assert row["step"] == 0 and losses.shape == (1,)
     return params0, np.asarray(X), np.asarray(Y), row
@@ -55,7 +54,7 @@ def _one_step(config, path, block_size, edit=lambda params: params):
 def test_neural_bigram_gradients_and_update_ratio_equal_numpy(small_names):
     lr = 0.5
     config, _ = tiny_config("bigram", small_names, learning_rate=lr, lr_decay_factor=1.0)
-    params0, X, Y, row = _one_step(config, small_names, 1)
+    params0, X, Y, row = _one_step(config)
     W = params0["W"].astype(np.float64)
     V = W.shape[0]
     # logits = one_hot(x) @ W; d mean-NLL / dW = one_hot(x)^T (softmax - one_hot(y)) / N
@@ -85,13 +84,13 @@ def test_mlp_tanh_saturation_equals_numpy_forward(small_names, use_batchnorm):
             params["BatchNorm_0"]["scale"] = 3.0 * params["BatchNorm_0"]["scale"]
         return params
 
-    params0, X, Y, row = _one_step(config, small_names, 3, edit)
+    params0, X, Y, row = _one_step(config, edit)
     emb = params0["Embed_0"]["embedding"][X].reshape(len(X), -1)
     pre = emb @ params0["Dense_0"]["kernel"]
     if use_batchnorm:
         mean, var = pre.mean(axis=0), pre.var(axis=0)
         bn = params0["BatchNorm_0"]
-        pre = (pre - mean) / np.sqrt(var + config.bn_eps) * bn["scale"] + bn["bias"]
+        pre = (pre - mean) / np.sqrt(var + config.model.bn_eps) * bn["scale"] + bn["bias"]
     else:
         pre = pre + params0["Dense_0"]["bias"]
     h = np.tanh(pre)
@@ -119,7 +118,7 @@ def test_training_logs_diagnostics_every_n_steps_without_changing_the_run(tmp_pa
     a = train_and_evaluate(plain, name, tmp_path / "plain")
     b = train_and_evaluate(logged, name, tmp_path / "logged")
     assert not (tmp_path / "plain" / diagnostics.FILENAME).exists()
-    rows = diagnostics.read_records(tmp_path / "logged")
+    rows = read_jsonl(tmp_path / "logged" / diagnostics.FILENAME)
     assert [r["step"] for r in rows] == [0, 50, 100, 150]
     assert all(0.0 <= r["tanh"]["h_BxH"]["saturated"] <= 1.0 for r in rows)
     assert all(-8 < r["update_ratio"]["Dense_0/kernel"] < 0 for r in rows)
@@ -142,15 +141,9 @@ def test_diagnostics_every_must_be_positive(small_names):
 
 def test_plain_chunk_has_no_diagnostics_and_measured_chunk_measures_its_first_step(small_names):
     config, _ = tiny_config("mlp", small_names, n_hidden=8)
-    ds = load_dataset(small_names, 3, 0)
-    model = build_model(config, ds.vocab.size)
-    X, Y = (jnp.asarray(a) for a in ds.split("train"))
-
-    def fresh():
-        return create_train_state(config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1))
-
-    plain = make_train_chunk(model, 32, False, 5)
-    measured = make_train_chunk(model, 32, False, 5, diagnostics_every=5)
+    _, _, model, fresh, X, Y = tiny_setup(config)
+    plain = make_train_chunk(model, batch_size=32, num_steps=5)
+    measured = make_train_chunk(model, batch_size=32, num_steps=5, measure_first=True)
     # no branch in either; only the measured chunk has the histograms' scatter-adds
     plain_hlo = plain.lower(fresh(), X, Y).as_text()
     measured_hlo = measured.lower(fresh(), X, Y).as_text()

@@ -61,5 +61,5 @@ def test_score_words_and_other_files(workdir, tmp_path):
     assert (
         bad.returncode == 2
         and "Traceback" not in bad.stderr
-        and "'ë' not in the vocabulary" in bad.stderr
+        and "'zoë' has characters not in the trained vocabulary: 'ë'" in bad.stderr
     )

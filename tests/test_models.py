@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from jax_makemore.data import Vocab, context_windows, read_words
-from jax_makemore.models import MLP, CountBigram, NeuralBigram
-from jax_makemore.models.bigram import count_table, fit_log_probs
-from jax_makemore.train import cross_entropy
+from jax_makemore.loss import mean_nll as cross_entropy
+from jax_makemore.models.bigram import CountBigram, NeuralBigram, count_table, fit_log_probs
+from jax_makemore.models.mlp import MLP
 
 
 class MLPShapeTest(chex.TestCase):
@@ -18,7 +18,7 @@ class MLPShapeTest(chex.TestCase):
         B, T, E, H, V = 5, 3, 10, 200, 27
         model = MLP(vocab_size=V, block_size=T, n_embd=E, n_hidden=H)
         idx = jnp.zeros((B, T), jnp.int32)
-        variables = model.init(jax.random.PRNGKey(0), idx)
+        variables = model.init(jax.random.PRNGKey(0), idx, train=False)
 
         @self.variant
         def forward(variables, idx):
@@ -33,8 +33,8 @@ class MLPShapeTest(chex.TestCase):
 
 def test_hidden_layer_has_no_bias_with_batchnorm_and_a_bias_without():
     idx = jnp.zeros((2, 3), jnp.int32)
-    with_bn = MLP(vocab_size=27).init(jax.random.PRNGKey(0), idx)
-    without = MLP(vocab_size=27, use_batchnorm=False).init(jax.random.PRNGKey(0), idx)
+    with_bn = MLP(vocab_size=27).init(jax.random.PRNGKey(0), idx, train=False)
+    without = MLP(vocab_size=27, use_batchnorm=False).init(jax.random.PRNGKey(0), idx, train=False)
     assert "bias" not in with_bn["params"]["Dense_0"] and "batch_stats" in with_bn
     assert "bias" in without["params"]["Dense_0"] and "batch_stats" not in without
 
@@ -52,7 +52,7 @@ def test_first_loss_is_about_ln_vocab_size(names_batch):
     vocab, X, Y = names_batch
     for use_bn in (True, False):
         model = MLP(vocab_size=vocab.size, use_batchnorm=use_bn)
-        variables = model.init(jax.random.PRNGKey(1), X[:2])
+        variables = model.init(jax.random.PRNGKey(1), X[:2], train=False)
         logits, _ = model.apply(variables, X, train=True, mutable=["batch_stats"])
         assert abs(float(cross_entropy(logits, Y)) - math.log(vocab.size)) < 0.05
 
@@ -60,7 +60,7 @@ def test_first_loss_is_about_ln_vocab_size(names_batch):
 def test_init_preactivations_are_unit_scale_and_rarely_saturated(names_batch):
     vocab, X, _ = names_batch
     model = MLP(vocab_size=vocab.size)
-    variables = model.init(jax.random.PRNGKey(2), X[:2])
+    variables = model.init(jax.random.PRNGKey(2), X[:2], train=False)
     _, state = model.apply(variables, X, train=True, mutable=["batch_stats", "intermediates"])
     preact = state["intermediates"]["preact_BxH"][0]
     h = state["intermediates"]["h_BxH"][0]
@@ -95,7 +95,7 @@ def test_count_bigram_nll_equals_pure_python_counting():
             count_table(jnp.asarray(X), jnp.asarray(Y), vocab.size), smoothing
         )
         model = CountBigram(vocab_size=vocab.size)
-        logits = model.apply({"params": {"log_probs": log_probs}}, jnp.asarray(X))
+        logits = model.apply({"params": {"log_probs": log_probs}}, jnp.asarray(X), train=False)
         ours = float(cross_entropy(logits, jnp.asarray(Y)))
         assert ours == pytest.approx(_pure_python_bigram_nll(words, smoothing), abs=1e-5)
 
@@ -114,6 +114,8 @@ def test_count_table_matches_numpy_counting():
 def test_neural_bigram_is_one_hot_matmul():
     model = NeuralBigram(vocab_size=5)
     idx = jnp.array([[0], [3], [4]], jnp.int32)
-    variables = model.init(jax.random.PRNGKey(0), idx)
+    variables = model.init(jax.random.PRNGKey(0), idx, train=False)
     W = variables["params"]["W"]
-    chex.assert_trees_all_close(model.apply(variables, idx), W[jnp.array([0, 3, 4])], atol=1e-6)
+    chex.assert_trees_all_close(
+        model.apply(variables, idx, train=False), W[jnp.array([0, 3, 4])], atol=1e-6
+    )

@@ -11,9 +11,16 @@ from jax_makemore import plot  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def assert_png(path):
-    data = path.read_bytes()
-    assert len(data) > 1000 and data[:8] == PNG_MAGIC, path
+def assert_png(path, min_size=(200, 150)):
+    """A real picture: PNG bytes, at least `min_size` pixels (width, height), not one colour."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    pixels = matplotlib.image.imread(path)
+    height, width = pixels.shape[:2]
+    assert width >= min_size[0] and height >= min_size[1], (path, width, height)
+    rgb = pixels[..., :3].reshape(-1, 3)
+    assert np.unique(rgb, axis=0).shape[0] > 10, f"{path} is (nearly) blank"
 
 
 def test_mlp_run_with_diagnostics_gets_every_picture(tmp_path, small_names):
@@ -30,9 +37,10 @@ def test_mlp_run_with_diagnostics_gets_every_picture(tmp_path, small_names):
         diagnostics_every=50,
     )
     train_and_evaluate(config, name, tmp_path / "run")
-    written = plot.plot_run(tmp_path / "run", tmp_path / "pics")
+    written, skipped = plot.plot_run(tmp_path / "run", tmp_path / "pics")
     names = sorted(p.name for p in written)
     assert names == ["activations.png", "embedding.png", "loss.png", "updates.png"]
+    assert skipped == ["bigram.png: model mlp is not a fitted count table"]
     for path in written:
         assert path.parent == tmp_path / "pics"
         assert_png(path)
@@ -41,8 +49,11 @@ def test_mlp_run_with_diagnostics_gets_every_picture(tmp_path, small_names):
 def test_count_bigram_gets_the_labelled_count_matrix(tmp_path, small_names):
     config, name = tiny_config("bigram_counts", small_names)
     train_and_evaluate(config, name, tmp_path / "run")
-    written = plot.plot_run(tmp_path / "run")  # default: into the workdir
-    assert [p.name for p in written] == ["bigram.png"]  # no training steps, no embedding
+    written, skipped = plot.plot_run(tmp_path / "run")  # default: into the workdir
+    # no training steps (no metrics), no embedding, no diagnostics
+    assert [p.name for p in written] == ["bigram.png"]
+    assert skipped[0] == "loss.png: the workdir has no metrics.jsonl"
+    assert any(s.startswith("embedding.png: model bigram_counts has no") for s in skipped)
     assert_png(tmp_path / "run" / "bigram.png")
 
 
@@ -70,3 +81,13 @@ def test_cli_without_checkpoint_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "checkpoint" in lines[0]
+
+
+def test_a_blank_picture_fails_assert_png(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(4, 3))
+    fig.savefig(tmp_path / "blank.png")
+    plt.close(fig)
+    with pytest.raises(AssertionError, match="blank"):
+        assert_png(tmp_path / "blank.png")

@@ -33,7 +33,10 @@ def test_bigram_floor_is_the_exact_maximum_likelihood_of_the_whole_file(tmp_path
         firsts[a] += n
     floor = -sum(n * math.log(n / firsts[a]) for (a, _), n in pairs.items()) / sum(pairs.values())
     results = _train(
-        tmp_path, "bigram_counts", "--config.split_fractions=(1.0,0.0,0.0)", "--config.smoothing=0"
+        tmp_path,
+        "bigram_counts",
+        "--config.split_fractions=(1.0,0.0,0.0)",
+        "--config.model.smoothing=0",
     )
     assert results["loss"]["train"] == pytest.approx(floor, abs=1e-6)
     assert abs(floor - 2.454) < 0.0015

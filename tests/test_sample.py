@@ -6,9 +6,10 @@ from conftest import run_cli, tiny_config, write_small_names
 
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError
-from jax_makemore.models import CountBigram
-from jax_makemore.sample import generate, label_words
-from jax_makemore.train import load_trained, train_and_evaluate
+from jax_makemore.models.bigram import CountBigram
+from jax_makemore.restore import load_trained
+from jax_makemore.sample import default_max_len, generate, label_words
+from jax_makemore.train import train_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +23,15 @@ def trained(tmp_path_factory):
 
 
 def _words(loaded, seed=0, **kw):
-    args = dict(num=kw.pop("num", 50), max_len=kw.pop("max_len", loaded.default_max_len))
+    num = kw.pop("num", 50)
+    kw.setdefault("max_len", default_max_len(loaded.seq_len - 1))
     return generate(
         loaded.model,
         loaded.variables,
         loaded.vocab,
-        loaded.config.block_size,
         jax.random.PRNGKey(seed),
-        **args,
+        num,
+        layout=loaded.spec.layout,
         **kw,
     )
 
@@ -48,8 +50,8 @@ def test_top_k_1_is_greedy_regardless_of_seed(trained):
     greedy = next(iter(words))
     assert len(set(greedy)) == 1  # every row decodes the same argmax path
     # independent greedy decode, one character at a time
-    context, out = [loaded.vocab.boundary_id] * loaded.config.block_size, []
-    for _ in range(loaded.default_max_len):
+    context, out = [loaded.vocab.boundary_id] * loaded.config.model.block_size, []
+    for _ in range(default_max_len(loaded.seq_len - 1)):
         logits = loaded.model.apply(
             loaded.variables, jnp.asarray([context], jnp.int32), train=False
         )
@@ -76,7 +78,7 @@ def test_prefix_max_len_and_temperature(trained):
         ({"num": 0}, "--num must be > 0"),
         ({"temperature": 0.0}, "--temperature must be > 0"),
         ({"top_k": 28}, "--top_k must be between 0"),
-        ({"prefix": "x9"}, "'9' not in the vocabulary"),
+        ({"prefix": "x9"}, "--prefix 'x9' has characters not in the trained vocabulary: '9'"),
     ],
 )
 def test_bad_sampling_arguments(trained, kw, message):
@@ -92,7 +94,9 @@ def test_first_characters_follow_the_count_bigram_boundary_row():
     probs = np.random.default_rng(0).dirichlet(np.ones(V), size=V).astype(np.float32)
     model = CountBigram(vocab_size=V)
     variables = {"params": {"log_probs": jnp.log(probs)}}
-    words = generate(model, variables, vocab, 1, jax.random.PRNGKey(3), 20_000, max_len=1)
+    words = generate(
+        model, variables, vocab, jax.random.PRNGKey(3), 20_000, layout="windows", max_len=1
+    )
     first = np.array([vocab.stoi[w[0]] if w else vocab.boundary_id for w in words])
     empirical = np.bincount(first, minlength=V) / len(first)
     tv = 0.5 * np.abs(empirical - probs[vocab.boundary_id]).sum()
@@ -104,8 +108,9 @@ def test_large_requests_run_in_batches_and_match_the_first_batch():
     model = CountBigram(vocab_size=vocab.size)
     variables = {"params": {"log_probs": jnp.zeros((vocab.size, vocab.size))}}
     key = jax.random.PRNGKey(0)
-    small = generate(model, variables, vocab, 1, key, 30, max_len=5, batch_size=10)
-    large = generate(model, variables, vocab, 1, key, 95, max_len=5, batch_size=10)
+    kw = dict(layout="windows", max_len=5, batch_size=10)
+    small = generate(model, variables, vocab, key, 30, **kw)
+    large = generate(model, variables, vocab, key, 95, **kw)
     assert len(large) == 95 and large[:30] == small
 
 
