@@ -76,3 +76,42 @@ class BatchNorm(nn.Module):
             return y
         mean, var = jnp.expand_dims(mean, axes), jnp.expand_dims(var, axes)
         return (x - mean) * jax.lax.rsqrt(var + self.eps) * gain + bias
+
+
+# PyTorch's default initialisers, for the models makemore.py builds from torch modules.
+
+#: nanoGPT / GPT-2's N(0, 0.02) for the output layer: logits start near 0, loss ~ln(V).
+LM_HEAD_INIT = nn.initializers.normal(0.02)
+#: nn.Embedding's default N(0, 1).
+EMBED_INIT = nn.initializers.normal(1.0)
+#: nn.LayerNorm's default eps.
+LAYERNORM_EPS = 1e-5
+
+
+def torch_linear_init(fan_in: int) -> tuple[nn.initializers.Initializer, ...]:
+    """(kernel_init, bias_init) of PyTorch's nn.Linear: kaiming_uniform(a=sqrt(5)) for the
+    weight and U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias, i.e. both U(+-1/sqrt(fan_in)),
+    variance 1 / (3 fan_in) (a third of Flax's lecun_normal default)."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def uniform(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return uniform, uniform
+
+
+def torch_dense(features: int, fan_in: int, **kwargs) -> nn.Dense:
+    """nn.Dense initialised like `torch.nn.Linear(fan_in, features)`."""
+    kernel_init, bias_init = torch_linear_init(fan_in)
+    return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, **kwargs)
+
+
+def lm_head(features: int, use_bias: bool = True) -> nn.Dense:
+    """The output layer, small at init so that the first loss is ~ln(vocab_size)."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        kernel_init=LM_HEAD_INIT,
+        bias_init=nn.initializers.zeros,
+        name="lm_head",
+    )

@@ -1,0 +1,120 @@
+"""makemore.py's Transformer: a GPT-2 style decoder over whole padded words.
+
+wte + wpe -> n_layer x [x + attn(ln_1(x)); x + mlp(ln_2(x))] -> ln_f -> lm_head (no bias).
+
+Shape letters: B batch, T positions (<= seq_len), C n_embd, H heads, D = C / H per head,
+V vocab_size.
+
+Initialisation follows the PyTorch modules makemore.py builds, which keep their defaults (no
+GPT-2 special init): every Linear gets `torch_dense` (U(+-1/sqrt(fan_in)) for weight and
+bias), embeddings N(0, 1), LayerNorm ones / zeros with PyTorch's eps 1e-5. One exception: the
+lm_head gets `LM_HEAD_INIT`, as the other model files here do, so that the first loss is
+~ln(vocab_size) (PyTorch's default there, on ln_f's unit-variance output, gives logits of
+variance 1/3, which lifts the first loss by about a sixth of a nat). `torch_dense` and `lm_head` live in `layers.py`.
+
+Dropout (default 0, makemore has none; at 0 the model is makemore's) sits where nanoGPT puts
+it: on the summed embeddings, the attention weights, after each attention projection and
+after each MLP.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import linen as nn
+
+from jax_makemore.errors import UserError
+from jax_makemore.layers import EMBED_INIT, LAYERNORM_EPS, lm_head, torch_dense
+from jax_makemore.models.base import ModelSpec
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention where position t attends to positions <= t only."""
+
+    n_head: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, x_BxTxC: jax.Array, train: bool) -> jax.Array:
+        B, T, C = x_BxTxC.shape
+        H = self.n_head
+        D = C // H
+        # one projection for q, k, v of all heads, as c_attn = nn.Linear(C, 3C)
+        qkv_BxTx3C = torch_dense(3 * C, C, name="c_attn")(x_BxTxC)
+        q_BxTxC, k_BxTxC, v_BxTxC = jnp.split(qkv_BxTx3C, 3, axis=-1)
+        q_BxTxHxD = q_BxTxC.reshape(B, T, H, D)
+        k_BxTxHxD = k_BxTxC.reshape(B, T, H, D)
+        v_BxTxHxD = v_BxTxC.reshape(B, T, H, D)
+        att_BxHxTxT = jnp.einsum("bqhd,bkhd->bhqk", q_BxTxHxD, k_BxTxHxD) / math.sqrt(D)
+        causal_TxT = jnp.tril(jnp.ones((T, T), bool))
+        att_BxHxTxT = jnp.where(causal_TxT, att_BxHxTxT, -jnp.inf)
+        att_BxHxTxT = jax.nn.softmax(att_BxHxTxT, axis=-1)
+        att_BxHxTxT = nn.Dropout(self.dropout)(att_BxHxTxT, deterministic=not train)
+        y_BxTxHxD = jnp.einsum("bhqk,bkhd->bqhd", att_BxHxTxT, v_BxTxHxD)
+        y_BxTxC = y_BxTxHxD.reshape(B, T, C)
+        y_BxTxC = torch_dense(C, C, name="c_proj")(y_BxTxC)
+        return nn.Dropout(self.dropout)(y_BxTxC, deterministic=not train)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block: attention, then a 4x MLP with tanh-approximate GELU."""
+
+    n_head: int
+    dropout: float
+
+    @nn.compact
+    def __call__(self, x_BxTxC: jax.Array, train: bool) -> jax.Array:
+        C = x_BxTxC.shape[-1]
+        ln_1 = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_1")
+        x_BxTxC = x_BxTxC + CausalSelfAttention(self.n_head, self.dropout, name="attn")(
+            ln_1(x_BxTxC), train
+        )
+        h_BxTxC = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_2")(x_BxTxC)
+        h_BxTx4C = torch_dense(4 * C, C, name="c_fc")(h_BxTxC)
+        # makemore's NewGELU is the tanh approximation
+        h_BxTx4C = jax.nn.gelu(h_BxTx4C, approximate=True)
+        h_BxTxC = torch_dense(C, 4 * C, name="c_proj")(h_BxTx4C)
+        return x_BxTxC + nn.Dropout(self.dropout)(h_BxTxC, deterministic=not train)
+
+
+class Transformer(nn.Module):
+    """GPT language model over padded words; logits_BxTxV, causal."""
+
+    vocab_size: int
+    seq_len: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 64
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, idx_BxT: jax.Array, train: bool) -> jax.Array:
+        T = idx_BxT.shape[1]
+        tok_BxTxC = nn.Embed(self.vocab_size, self.n_embd, embedding_init=EMBED_INIT, name="wte")(
+            idx_BxT
+        )
+        pos_TxC = nn.Embed(self.seq_len, self.n_embd, embedding_init=EMBED_INIT, name="wpe")(
+            jnp.arange(T)
+        )
+        x_BxTxC = nn.Dropout(self.dropout)(tok_BxTxC + pos_TxC, deterministic=not train)
+        for i in range(self.n_layer):
+            x_BxTxC = Block(self.n_head, self.dropout, name=f"block_{i}")(x_BxTxC, train)
+        x_BxTxC = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_f")(x_BxTxC)
+        return lm_head(self.vocab_size, use_bias=False)(x_BxTxC)
+
+
+def validate(model: ml_collections.ConfigDict) -> None:
+    """Heads split the embedding evenly; dropout is a probability."""
+    if model.n_embd % model.n_head:
+        raise UserError(
+            f"config key model.n_embd={model.n_embd} must be divisible by "
+            f"model.n_head={model.n_head}"
+        )
+    if not 0.0 <= model.dropout < 1.0:
+        raise UserError(f"config key model.dropout={model.dropout} must be in [0, 1)")
+
+
+SPECS = (ModelSpec("transformer", Transformer, "sequences", validate=validate),)
