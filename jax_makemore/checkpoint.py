@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from jax_makemore.config import base_config
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError
 
@@ -93,19 +94,40 @@ def restore_meta(workdir: str | Path, step: int | None = None) -> CheckpointMeta
     step = manager.latest_step() if step is None else step
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        config = ml_collections.ConfigDict(meta["config"])
-        config.split_fractions = tuple(config.split_fractions)
-        return CheckpointMeta(
-            config,
-            meta["config_name"],
-            Vocab.from_json(meta["vocab"]),
-            step,
-            meta["data"]["seq_len"],
-        )
     except Exception as err:  # orbax raises many kinds; all mean the same to a user
         raise UserError(
             f"checkpoint {step} in '{checkpoint_dir(workdir)}' cannot be read ({type(err).__name__})"
         ) from err
+    saved = meta.get("config", {})
+    if not isinstance(saved.get("model"), dict) or "data" not in meta:
+        raise UserError(
+            f"checkpoint {step} in '{checkpoint_dir(workdir)}' was written by an older "
+            "jax_makemore (before config.model became a sub-config); train it again"
+        )
+    return CheckpointMeta(
+        _with_defaults(saved),
+        meta["config_name"],
+        Vocab.from_json(meta["vocab"]),
+        step,
+        meta["data"]["seq_len"],
+    )
+
+
+def _with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
+    """The saved config over today's defaults for its model, so that a key added to the
+    package since the checkpoint was written reads its default instead of failing."""
+    config = base_config(saved["model"]["name"])
+
+    def merge(node: ml_collections.ConfigDict, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+                merge(node[key], value)
+            else:
+                with node.unlocked():
+                    node[key] = tuple(value) if isinstance(value, list) else value
+
+    merge(config, saved)
+    return config
 
 
 def restore_state(workdir: str | Path, step: int, target: Any | None = None) -> Any:

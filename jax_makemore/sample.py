@@ -11,8 +11,9 @@ stderr. Generation is one compiled `lax.while_loop` per batch shape, for both da
 BatchNorm uses its running statistics (eval mode), dropout is off, and each word stops at the
 boundary token or at `max_len`. The same workdir, seed and flags print the same words.
 
-Letters: B words in a batch, R rows still generating in a phase, T window width, S buffer
-length, L generated positions (max_len), V vocabulary.
+Letters (see the package docstring): B words in a batch, R rows still generating in a phase,
+S the state row (a window of T characters, or the word buffer), G generated positions
+(max_len), L the model's padded word length (seq_len), V vocabulary.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from flax import linen as nn
 
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError, run_cli
+from jax_makemore.models import input_length
 
 #: The largest batch generated in one compiled call; larger requests run in several calls.
 MAX_SAMPLE_BATCH = 10_000
@@ -72,11 +74,14 @@ def default_max_len(longest_word: int) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def make_sampler(model: nn.Module, layout: str, max_len: int, start: int, boundary_id: int):
-    """A jitted `(variables, key, state_BxS, temperature, top_k) -> tokens_BxL` generator.
+def make_sampler(
+    model: nn.Module, layout: str, input_len: int, max_len: int, start: int, boundary_id: int
+):
+    """A jitted `(variables, key, state_BxS, temperature, top_k) -> tokens_BxG` generator.
 
     `state_BxS` is the context window (windows layout) or the word buffer (sequences layout,
-    `start` = its number of filled positions: the boundary token and the prefix). Temperature
+    `start` = its number of filled positions: the boundary token and the prefix), of which the
+    model reads `input_len` positions (its window width, or its padded word length). Temperature
     and top_k are traced, so one compilation serves every value; top_k <= 0 or >= vocab size
     means no truncation. Step t draws `jax.random.categorical(fold_in(key, t), logits)` for the
     rows still generating; which rows those are depends only on earlier steps, so every word is
@@ -87,7 +92,7 @@ def make_sampler(model: nn.Module, layout: str, max_len: int, start: int, bounda
     def logits_of(variables, t, state_RxS):
         if layout == "windows":
             return model.apply(variables, state_RxS, train=False)
-        L, n = model.seq_len, start + t  # n: filled positions of every row's buffer
+        L, n = input_len, start + t  # n: filled positions of every row's buffer
         first = jnp.clip(n - L, 0, state_RxS.shape[1] - L)
         window_RxL = jax.lax.dynamic_slice_in_dim(state_RxS, first, L, axis=1)
         logits_RxLxV = model.apply(variables, window_RxL, train=False)
@@ -102,7 +107,7 @@ def make_sampler(model: nn.Module, layout: str, max_len: int, start: int, bounda
     def sample_tokens(variables, key, state_BxS, temperature, top_k):
         B = state_BxS.shape[0]
         # time-major, so that step t writes one contiguous row; transposed on return
-        tokens_LxB = jnp.full((max_len, B), boundary_id, jnp.int32)
+        tokens_GxB = jnp.full((max_len, B), boundary_id, jnp.int32)
 
         def next_tokens(t, state_RxS):
             logits_RxV = logits_of(variables, t, state_RxS) / temperature
@@ -127,32 +132,32 @@ def make_sampler(model: nn.Module, layout: str, max_len: int, start: int, bounda
                 return (t < max_len) & (jnp.sum(~done_R) > leave_at)
 
             def body(carry, first=i == 0):
-                t, state_RxS, rows_R, done_R, tokens_LxB = carry
+                t, state_RxS, rows_R, done_R, tokens_GxB = carry
                 next_R = jnp.where(done_R, boundary_id, next_tokens(t, state_RxS))
                 if first:
-                    tokens_LxB = tokens_LxB.at[t].set(next_R)
+                    tokens_GxB = tokens_GxB.at[t].set(next_R)
                 else:  # finished rows only rewrite the boundary token their word already has
-                    tokens_LxB = tokens_LxB.at[t, rows_R].set(next_R, unique_indices=True)
+                    tokens_GxB = tokens_GxB.at[t, rows_R].set(next_R, unique_indices=True)
                 state_RxS = advance(t, state_RxS, next_R)
-                return t + 1, state_RxS, rows_R, done_R | (next_R == boundary_id), tokens_LxB
+                return t + 1, state_RxS, rows_R, done_R | (next_R == boundary_id), tokens_GxB
 
-            t, state_RxS, rows_R, done_R, tokens_LxB = jax.lax.while_loop(
-                cond, body, (t, state_RxS, rows_R, done_R, tokens_LxB)
+            t, state_RxS, rows_R, done_R, tokens_GxB = jax.lax.while_loop(
+                cond, body, (t, state_RxS, rows_R, done_R, tokens_GxB)
             )
-        return tokens_LxB.T
+        return tokens_GxB.T
 
     return sample_tokens
 
 
-def initial_state(model: nn.Module, layout: str, vocab: Vocab, prefix: str, max_len: int):
-    """(state_T, start): the context window ending with `prefix` (windows), or the word buffer
-    [boundary] + prefix + padding long enough for `max_len` more characters (sequences)."""
+def initial_state(layout: str, input_len: int, vocab: Vocab, prefix: str, max_len: int):
+    """(state_S, start): the context window of `input_len` characters ending with `prefix`
+    (windows), or the word buffer [boundary] + prefix + padding, at least `input_len` long and
+    long enough for `max_len` more characters (sequences)."""
     b, prefix_ids = vocab.boundary_id, vocab.encode(prefix)
     if layout == "windows":
-        T = model.block_size
-        return ([b] * T + prefix_ids)[-T:], 0
+        return ([b] * input_len + prefix_ids)[-input_len:], 0
     start = 1 + len(prefix_ids)
-    length = max(model.seq_len, start + max_len)
+    length = max(input_len, start + max_len)
     return [b] + prefix_ids + [b] * (length - start), start
 
 
@@ -179,6 +184,7 @@ def generate(
     num: int,
     *,
     layout: str,
+    input_len: int,
     max_len: int,
     temperature: float = 1.0,
     top_k: int = 0,
@@ -186,7 +192,7 @@ def generate(
     batch_size: int = MAX_SAMPLE_BATCH,
 ) -> list[str]:
     """`num` words, each `prefix` + up to `max_len` generated characters, from a model of
-    `layout` (its spec's).
+    `layout` (its spec's) that reads `input_len` positions (models.input_length).
 
     Batch i draws from `fold_in(key, i)`, so the first words do not depend on `num` as long as
     the batch size is the same.
@@ -195,9 +201,9 @@ def generate(
     if max_len <= 0:
         raise UserError(f"--max_len must be > 0, got {max_len}")
     batch = min(num, batch_size)
-    state_S, start = initial_state(model, layout, vocab, prefix, max_len)
+    state_S, start = initial_state(layout, input_len, vocab, prefix, max_len)
     state_BxS = jnp.asarray(np.tile(np.asarray(state_S, np.int32), (batch, 1)))
-    sampler = make_sampler(model, layout, max_len, start, vocab.boundary_id)
+    sampler = make_sampler(model, layout, input_len, max_len, start, vocab.boundary_id)
     chunks = [
         sampler(
             variables,
@@ -208,8 +214,8 @@ def generate(
         )
         for i in range(-(-num // batch))
     ]
-    tokens_NxL = np.concatenate(jax.device_get(chunks))[:num]
-    return [prefix + vocab.decode(row) for row in tokens_NxL]
+    tokens_NxG = np.concatenate(jax.device_get(chunks))[:num]
+    return [prefix + vocab.decode(row) for row in tokens_NxG]
 
 
 def label_words(words: Sequence[str], train_words: set[str], heldout_words: set[str]) -> list[str]:
@@ -264,6 +270,7 @@ def main(argv: Sequence[str]) -> int:
         jax.random.PRNGKey(args.seed),
         args.num,
         layout=loaded.spec.layout,
+        input_len=input_length(loaded.config.model, loaded.seq_len),
         max_len=args.max_len or default_max_len(loaded.seq_len - 1),
         temperature=args.temperature,
         top_k=args.top_k,

@@ -280,10 +280,10 @@ def check_divergence(losses_K: np.ndarray, step: int, r: Run) -> None:
     )
 
 
-def train_chunks(r: Run, logger: Any) -> tuple[float, float]:
+def train_chunks(r: Run, logger: Any) -> tuple[float, float, dict[str, float | None] | None]:
     """Run the compiled chunks from `r.start` to `num_steps`: log, evaluate, checkpoint at their
     ends, stop on divergence or a signal (Interrupted, after a checkpoint). Returns (compile
-    seconds, train seconds)."""
+    seconds, train seconds, the split losses of the last evaluation, or None when none ran)."""
     config = r.config
     every = diagnostics.every_from_config(config)  # 0: off
     periods = (config.steps_per_call, config.eval_every, config.checkpoint_every)
@@ -291,7 +291,7 @@ def train_chunks(r: Run, logger: Any) -> tuple[float, float]:
     eval_step = make_eval_step(r.model)
     compiled: dict[int, Any] = {}
     compile_seconds = train_seconds = 0.0
-    step = r.start
+    step, split_loss = r.start, None
     with run.StopFlag() as stop:
         for end in chunk_ends(r.start, config.num_steps, periods + ((every,) if every else ())):
             k = end - step
@@ -322,7 +322,7 @@ def train_chunks(r: Run, logger: Any) -> tuple[float, float]:
                 "steps_per_sec": k / dt,
             }
             if step % config.eval_every == 0 or step == config.num_steps:
-                record["split_loss"] = evaluate_splits(r, eval_step)
+                record["split_loss"] = split_loss = evaluate_splits(r, eval_step)
                 shown = "  ".join(
                     f"{s} {v:.4f}" for s, v in record["split_loss"].items() if v is not None
                 )
@@ -340,7 +340,7 @@ def train_chunks(r: Run, logger: Any) -> tuple[float, float]:
                     f"{name}: saved checkpoint at step {step} in '{r.workdir}'; continue with --resume"
                 )
                 raise Interrupted(int(signum))
-    return compile_seconds, train_seconds
+    return compile_seconds, train_seconds, split_loss
 
 
 def train_and_evaluate(
@@ -362,10 +362,11 @@ def train_and_evaluate(
         else run.NullLogger()
     )
     try:
-        compile_seconds, train_seconds = train_chunks(r, logger)
+        compile_seconds, train_seconds, split_loss = train_chunks(r, logger)
         if r.manager.latest_step() != int(r.state.step):  # e.g. a fitted model, which takes no step
             r.save()
-        split_loss = evaluate_splits(r, make_eval_step(r.model))
+        if split_loss is None:  # no chunk ran (a fitted model, or resumed at the end)
+            split_loss = evaluate_splits(r, make_eval_step(r.model))
     finally:
         logger.close()
     steps_run = int(r.state.step) - r.start
@@ -385,7 +386,8 @@ def train_and_evaluate(
     if n > 0:
         words = generate(
             r.model, r.variables(), r.ds.vocab, r.sample_key, n,
-            layout=r.spec.layout, max_len=default_max_len(r.ds.longest_word),
+            layout=r.spec.layout, input_len=input_length(config.model, r.ds.seq_len),
+            max_len=default_max_len(r.ds.longest_word),
         )  # fmt: skip
         labels = label_words(words, set(r.ds.words[0]), set(r.ds.words[1]) | set(r.ds.words[2]))
         results["samples"] = list(zip(words, labels, strict=True))

@@ -20,6 +20,7 @@ this one CPU (a simulation of data parallelism, not N real accelerators).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -40,7 +41,7 @@ import numpy as np
 from jax_makemore import config as config_lib
 from jax_makemore.data import dataset_from_config
 from jax_makemore.loss import evaluate_loss, make_eval_step
-from jax_makemore.models import get_spec
+from jax_makemore.models import get_spec, input_length
 from jax_makemore.restore import variables_of
 from jax_makemore.sample import default_max_len, generate
 from jax_makemore.train import create_train_state, make_train_chunk, make_train_step
@@ -139,6 +140,12 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
     step = jax.jit(make_train_step(model, **step_kw), donate_argnums=0)
     state, loss = step(state, X_train, Y_train)
     jax.block_until_ready(loss)
+    # size the timed work to about a second per repeat for slow models (a Transformer on a CPU)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        state, loss = step(state, X_train, Y_train)
+    jax.block_until_ready(loss)
+    S = int(min(S, max(20, 10 / (time.perf_counter() - t0))))
 
     def per_step():
         nonlocal state
@@ -151,9 +158,9 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
 
     # K steps in one lax.scan per call
     by_k: dict[str, float] = {}
-    for K in sorted(set(FUSED_KS) | {config.steps_per_call}):
+    for K in sorted({k for k in FUSED_KS if k <= max(S, 100)} | {config.steps_per_call}):
         chunk = make_train_chunk(model, num_steps=K, **step_kw)
-        calls = max(sizes.fused_calls, -(-S // K))
+        calls = max(sizes.fused_calls * S // sizes.train_steps, -(-S // K), 1)
         state, losses = chunk(state, X_train, Y_train)  # compile + warm-up
         np.asarray(losses)
 
@@ -163,10 +170,11 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
                 state, losses = chunk(state, X_train, Y_train)
             np.asarray(losses)  # the train loop's one host sync per chunk
 
-        by_k[str(K)] = calls * K / median_seconds(fused, sizes.repeats)
+        repeats = sizes.repeats if K <= S else 2  # a long call: fewer repeats
+        by_k[str(K)] = calls * K / median_seconds(fused, repeats)
         log(f"fused K={K}: {by_k[str(K)]:,.0f} steps/s")
     out["train_fused_steps_per_sec"] = by_k[str(config.steps_per_call)]
-    out["train_fused_by_k"] = {str(k): by_k[str(k)] for k in FUSED_KS}
+    out["train_fused_by_k"] = {str(k): by_k.get(str(k)) for k in FUSED_KS}
 
     # evaluation over the val split (test split when val is empty)
     variables = variables_of(state.params, state.batch_stats)
@@ -193,7 +201,8 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
         def sample(num=num, batch=batch):
             return generate(
                 model, variables, vocab, sample_key, num,
-                layout=spec.layout, max_len=max_len, batch_size=batch,
+                layout=spec.layout, input_len=input_length(config.model, ds.seq_len),
+                max_len=max_len, batch_size=batch,
             )  # fmt: skip
 
         sample(batch)  # compile + warm-up: one batch (the compiled sampler is cached)
@@ -208,15 +217,102 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
 
 
 # ---------------------------------------------------------------------------------------------
+# arithmetic throughput and model variants
+
+#: Variants timed beside a config's model (same data and sizes): name -> config overrides.
+VARIANTS: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "mlp": {"mlp, fused BatchNorm backward": [("model.bn_fused_backward", "true")]},
+    "wavenet": {"wavenet_conv": [("model.name", "wavenet_conv")]},
+}
+
+
+def peak_matmul_gflops(repeats: int, n: int = 1024) -> float:
+    """GFLOP/s of one jitted float32 n x n matmul: the machine's practical matmul peak."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(a).block_until_ready()
+    return 2 * n**3 / median_seconds(lambda: matmul(a).block_until_ready(), repeats) / 1e9
+
+
+def time_train_chunk(config, sizes: Sizes) -> dict[str, float]:
+    """Fused steps/s of `config`'s train chunk (`steps_per_call` steps), the characters it
+    trains on per second (counted targets: windows, or the letters + end of the words of a
+    batch), and the FLOPs of one step as XLA counts them."""
+    ds = dataset_from_config(config)
+    spec = get_spec(config.model.name)
+    model = spec.build(config.model, ds.vocab.size, ds.seq_len)
+    state = create_train_state(
+        config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1), ds.seq_len
+    )
+    X, Y = (jnp.asarray(a) for a in ds.split("train"))
+    K = config.steps_per_call
+    chunk = make_train_chunk(
+        model, batch_size=config.batch_size, num_steps=K, full_batch=config.full_batch, spec=spec
+    )
+    compiled = chunk.lower(state, X, Y).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    state, losses = compiled(state, X, Y)
+    np.asarray(losses)
+    calls = max(1, -(-sizes.train_steps // K))
+
+    def run():
+        nonlocal state
+        for _ in range(calls):
+            state, losses = compiled(state, X, Y)
+        np.asarray(losses)
+
+    steps_per_sec = calls * K / median_seconds(run, sizes.repeats)
+    rows = config.batch_size if not config.full_batch else len(Y)
+    chars_per_row = float(np.mean(np.sum(np.asarray(Y) >= 0, axis=tuple(range(1, Y.ndim)))))
+    return {
+        "steps_per_sec": steps_per_sec,
+        "chars_per_sec": steps_per_sec * rows * chars_per_row,
+        "flops_per_step": float(cost.get("flops", 0.0)) / K if cost else 0.0,
+    }
+
+
+def bench_arithmetic(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
+    """Achieved GFLOP/s of the fused train step beside the matmul peak, characters/s, and the
+    same figures for the config's VARIANTS."""
+    out: dict[str, Any] = {"peak_matmul_gflops": peak_matmul_gflops(sizes.repeats)}
+    mine = time_train_chunk(config, sizes)
+    out["train_fused_chars_per_sec"] = mine["chars_per_sec"]
+    out["flops_per_step"] = mine["flops_per_step"]
+    out["achieved_gflops"] = mine["flops_per_step"] * mine["steps_per_sec"] / 1e9
+    log(
+        f"{config.model.name}: {mine['chars_per_sec']:,.0f} chars/s, "
+        f"{out['achieved_gflops']:.1f} GFLOP/s of a {out['peak_matmul_gflops']:.0f} GFLOP/s matmul peak"
+    )
+    variants = {}
+    for label, overrides in VARIANTS.get(config.model.name, {}).items():
+        variant = config.copy_and_resolve_references()
+        config_lib.apply_overrides(variant, overrides)
+        config_lib.validate_config(variant)
+        variants[label] = time_train_chunk(variant, sizes)
+        log(
+            f"{label}: {variants[label]['steps_per_sec']:,.0f} steps/s, "
+            f"{variants[label]['chars_per_sec']:,.0f} chars/s"
+        )
+    out["variants"] = variants
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # PyTorch eager reference
 
 
 def torch_reference(
     config, ds, variables, max_len: int, sizes: Sizes, log: Callable[[str], None]
 ) -> tuple[float | None, float | None, str | None]:
-    """(steps/s, names/s, reason when None) of makemore's eager PyTorch MLP."""
-    if config.model.name != "mlp" or not config.model.use_batchnorm:
-        return None, None, "this PyTorch reference is the BatchNorm MLP only (model mlp)"
+    """(steps/s, names/s, reason when None) of the eager PyTorch reference of the config's
+    model: makemore's MLP (training and per-word sampling), makemore.py's Transformer or the
+    WaveNet lecture's window model (training only)."""
+    name = config.model.name
+    if name in ("transformer", "wavenet"):
+        return torch_reference_training(config, ds, sizes, log)
+    if name != "mlp" or not config.model.use_batchnorm:
+        return None, None, f"no PyTorch reference for model {name}"
     try:
         import torch
         import torch.nn.functional as F
@@ -313,6 +409,38 @@ def torch_reference(
     return steps_per_sec, names_per_sec, None
 
 
+def torch_reference_training(
+    config, ds, sizes: Sizes, log: Callable[[str], None]
+) -> tuple[float | None, None, str | None]:
+    """Train steps/s of scripts/torch_transformer.py or scripts/torch_wavenet.py on the same
+    data, shapes, batch size and optimizer as the config (no sampling reference)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None, None, "torch is not installed (pip install -e '.[bench]')"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    X, Y = ds.split("train")
+    m = config.model
+    steps = max(sizes.torch_steps // 20, 20)
+    if m.name == "transformer":
+        from torch_transformer import torch_transformer_steps_per_sec
+
+        steps_per_sec = torch_transformer_steps_per_sec(
+            X, Y, ds.vocab.size, ds.seq_len, n_layer=m.n_layer, n_head=m.n_head,
+            n_embd=m.n_embd, batch_size=config.batch_size, lr=config.learning_rate, steps=steps,
+        )  # fmt: skip
+    else:
+        from torch_wavenet import torch_wavenet_chars_per_sec
+
+        chars = torch_wavenet_chars_per_sec(
+            X, Y, ds.vocab.size, n_embd=m.n_embd, n_hidden=m.n_hidden,
+            batch_size=config.batch_size, steps=steps * 10,
+        )  # fmt: skip
+        steps_per_sec = chars / config.batch_size  # a window is one character
+    log(f"torch eager {m.name}: {steps_per_sec:,.1f} steps/s")
+    return steps_per_sec, None, None
+
+
 # ---------------------------------------------------------------------------------------------
 # forced host device counts
 
@@ -359,6 +487,82 @@ def bench_devices(
 
 
 # ---------------------------------------------------------------------------------------------
+# sweeps: many models in one vmapped program
+
+
+def bench_sweep(
+    config, counts: Sequence[int], sizes: Sizes, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Aggregate model-steps/s of `jax_makemore.sweep`'s compiled chunk with N members (seeds
+    0..N-1 of `config`), each N timed side by side with one model's fused chunk (`train`'s),
+    alternating calls in this one process so that both see the same load; and the compiled
+    sweep program's memory (XLA's memory analysis: arguments, outputs and temporaries)."""
+    from jax_makemore import sweep
+
+    members = sweep.expand_members(config, [("seed", f"0:{max(counts)}")])
+    group = sweep.group_members(members[:1])[0]
+    model, ds = group.model(), group.ds
+    X_train, Y_train = (jnp.asarray(a) for a in ds.split("train"))
+    k_single = sizes.train_steps
+    single = make_train_chunk(
+        model, batch_size=config.batch_size, num_steps=k_single, full_batch=config.full_batch,
+        spec=group.spec,
+    )  # fmt: skip
+
+    def fresh_state(seed: int):
+        init_key, data_key, _ = jax.random.split(jax.random.PRNGKey(seed), 3)
+        return create_train_state(config, model, init_key, data_key, ds.seq_len)
+
+    state = fresh_state(config.seed)
+    state, losses = single(state, X_train, Y_train)  # compile + warm-up
+    np.asarray(losses)
+    out: dict[str, Any] = {
+        "sweep_note": (
+            "N members (seeds) in one vmapped lax.scan chunk vs one model's fused chunk, timed "
+            "alternately in one process; model-steps/s = N * steps / second"
+        ),
+        "sweep_model_steps_per_sec": {},
+        "sweep_single_steps_per_sec": {},
+        "sweep_speedup": {},
+        "sweep_steps_per_call": {},
+        "sweep_memory_mb": {},
+    }
+    for n in counts:
+        g = dataclasses.replace(group, members=members[:n])
+        leaves = sweep.stack_leaves([fresh_state(m.config.seed) for m in g.members])
+        hp = sweep.member_hyperparameters(g, g.members)
+        k = max(10, k_single // n)
+        compiled = sweep.make_sweep_chunk(g, k).lower(leaves, hp, X_train, Y_train).compile()
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+            out["sweep_memory_mb"][str(n)] = (total - mem.alias_size_in_bytes) / 2**20
+        leaves, losses = compiled(leaves, hp, X_train, Y_train)  # warm-up
+        np.asarray(losses)
+        t_single, t_sweep = [], []
+        for _ in range(sizes.repeats):
+            t0 = time.perf_counter()
+            state, losses = single(state, X_train, Y_train)
+            np.asarray(losses)
+            t_single.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            leaves, losses = compiled(leaves, hp, X_train, Y_train)
+            np.asarray(losses)
+            t_sweep.append(time.perf_counter() - t0)
+        one = k_single / statistics.median(t_single)
+        agg = n * k / statistics.median(t_sweep)
+        out["sweep_model_steps_per_sec"][str(n)] = agg
+        out["sweep_single_steps_per_sec"][str(n)] = one
+        out["sweep_speedup"][str(n)] = agg / one
+        out["sweep_steps_per_call"][str(n)] = k
+        log(
+            f"sweep N={n}: {agg:,.0f} model-steps/s vs one model {one:,.0f} steps/s ({agg / one:.2f}x)"
+        )
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -375,6 +579,20 @@ def format_table(r: dict[str, Any]) -> str:
     rows += [(f"  fused K={k}", num(v, " steps/s")) for k, v in r["train_fused_by_k"].items()]
     rows += [("eval (val split)", num(r["eval_examples_per_sec"], " examples/s"))]
     rows += [(f"sample, batch {b}", num(v, " names/s")) for b, v in r["sample_by_batch"].items()]
+    rows += [
+        ("train, characters", num(r.get("train_fused_chars_per_sec"), " chars/s")),
+        (
+            "achieved / matmul peak",
+            f"{num(r.get('achieved_gflops'))} / {num(r.get('peak_matmul_gflops'))} GFLOP/s",
+        ),
+    ]
+    rows += [
+        (
+            f"variant: {label}",
+            num(v["steps_per_sec"], " steps/s") + ", " + num(v["chars_per_sec"], " chars/s"),
+        )
+        for label, v in r.get("variants", {}).items()
+    ]
     rows += [
         ("peak RSS", num(r["peak_rss_mb"], " MB")),
         ("torch eager train", num(r["torch_eager_steps_per_sec"], " steps/s")),
@@ -451,6 +669,11 @@ def main(argv: Sequence[str]) -> int:
         help="comma-separated forced host device counts, e.g. 1,2,4,8 (each in a subprocess)",
     )
     parser.add_argument(
+        "--sweep",
+        default="",
+        help="comma-separated member counts, e.g. 1,8,64,512: only the sweep benchmark (bench_sweep)",
+    )
+    parser.add_argument(
         "--markdown",
         nargs="+",
         metavar="[LABEL=]FILE.json",
@@ -470,6 +693,16 @@ def main(argv: Sequence[str]) -> int:
         print(text, file=sys.stderr, flush=True)
 
     r: dict[str, Any] = {}
+    sweep_counts = [int(n) for n in args.sweep.split(",") if n.strip()]
+    if sweep_counts:  # the sweep benchmark alone
+        r.update(device=device_name(), jax_version=jax.__version__, cpu_count=usable_cpus())
+        r.update(bench_sweep(config, sweep_counts, sizes, log))
+        print(json.dumps(r, indent=2))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+            log(f"wrote {args.out}")
+        return 0
     jax_results = bench_jax(config, sizes, log)
     config, ds, variables, max_len = jax_results.pop("_trained")
     r.update(jax_results)
@@ -477,6 +710,7 @@ def main(argv: Sequence[str]) -> int:
     r["jax_version"] = jax.__version__
     r["cpu_count"] = usable_cpus()
 
+    r.update(bench_arithmetic(config, sizes, log))
     steps_ps, names_ps, why = torch_reference(config, ds, variables, max_len, sizes, log)
     if why:
         log(f"PyTorch reference skipped: {why}")

@@ -6,6 +6,7 @@ from conftest import run_cli, tiny_config, write_small_names
 
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError
+from jax_makemore.models import input_length
 from jax_makemore.models.bigram import CountBigram
 from jax_makemore.restore import load_trained
 from jax_makemore.sample import default_max_len, generate, label_words
@@ -32,6 +33,7 @@ def _words(loaded, seed=0, **kw):
         jax.random.PRNGKey(seed),
         num,
         layout=loaded.spec.layout,
+        input_len=input_length(loaded.config.model, loaded.seq_len),
         **kw,
     )
 
@@ -95,7 +97,14 @@ def test_first_characters_follow_the_count_bigram_boundary_row():
     model = CountBigram(vocab_size=V)
     variables = {"params": {"log_probs": jnp.log(probs)}}
     words = generate(
-        model, variables, vocab, jax.random.PRNGKey(3), 20_000, layout="windows", max_len=1
+        model,
+        variables,
+        vocab,
+        jax.random.PRNGKey(3),
+        20_000,
+        layout="windows",
+        input_len=1,
+        max_len=1,
     )
     first = np.array([vocab.stoi[w[0]] if w else vocab.boundary_id for w in words])
     empirical = np.bincount(first, minlength=V) / len(first)
@@ -108,7 +117,7 @@ def test_large_requests_run_in_batches_and_match_the_first_batch():
     model = CountBigram(vocab_size=vocab.size)
     variables = {"params": {"log_probs": jnp.zeros((vocab.size, vocab.size))}}
     key = jax.random.PRNGKey(0)
-    kw = dict(layout="windows", max_len=5, batch_size=10)
+    kw = dict(layout="windows", input_len=1, max_len=5, batch_size=10)
     small = generate(model, variables, vocab, key, 30, **kw)
     large = generate(model, variables, vocab, key, 95, **kw)
     assert len(large) == 95 and large[:30] == small

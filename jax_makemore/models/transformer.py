@@ -2,7 +2,7 @@
 
 wte + wpe -> n_layer x [x + attn(ln_1(x)); x + mlp(ln_2(x))] -> ln_f -> lm_head (no bias).
 
-Shape letters: B batch, T positions (<= seq_len), C n_embd, H heads, D = C / H per head,
+Shape letters: B batch, T positions (<= seq_len), C n_embd, A heads, D = C / A per head,
 V vocab_size.
 
 Initialisation follows the PyTorch modules makemore.py builds, which keep their defaults (no
@@ -40,21 +40,21 @@ class CausalSelfAttention(nn.Module):
     @nn.compact
     def __call__(self, x_BxTxC: jax.Array, train: bool) -> jax.Array:
         B, T, C = x_BxTxC.shape
-        H = self.n_head
-        D = C // H
+        A = self.n_head
+        D = C // A
         # one projection for q, k, v of all heads, as c_attn = nn.Linear(C, 3C)
         qkv_BxTx3C = torch_dense(3 * C, C, name="c_attn")(x_BxTxC)
         q_BxTxC, k_BxTxC, v_BxTxC = jnp.split(qkv_BxTx3C, 3, axis=-1)
-        q_BxTxHxD = q_BxTxC.reshape(B, T, H, D)
-        k_BxTxHxD = k_BxTxC.reshape(B, T, H, D)
-        v_BxTxHxD = v_BxTxC.reshape(B, T, H, D)
-        att_BxHxTxT = jnp.einsum("bqhd,bkhd->bhqk", q_BxTxHxD, k_BxTxHxD) / math.sqrt(D)
+        q_BxTxAxD = q_BxTxC.reshape(B, T, A, D)
+        k_BxTxAxD = k_BxTxC.reshape(B, T, A, D)
+        v_BxTxAxD = v_BxTxC.reshape(B, T, A, D)
+        att_BxAxTxT = jnp.einsum("bqhd,bkhd->bhqk", q_BxTxAxD, k_BxTxAxD) / math.sqrt(D)
         causal_TxT = jnp.tril(jnp.ones((T, T), bool))
-        att_BxHxTxT = jnp.where(causal_TxT, att_BxHxTxT, -jnp.inf)
-        att_BxHxTxT = jax.nn.softmax(att_BxHxTxT, axis=-1)
-        att_BxHxTxT = nn.Dropout(self.dropout)(att_BxHxTxT, deterministic=not train)
-        y_BxTxHxD = jnp.einsum("bhqk,bkhd->bqhd", att_BxHxTxT, v_BxTxHxD)
-        y_BxTxC = y_BxTxHxD.reshape(B, T, C)
+        att_BxAxTxT = jnp.where(causal_TxT, att_BxAxTxT, -jnp.inf)
+        att_BxAxTxT = jax.nn.softmax(att_BxAxTxT, axis=-1)
+        att_BxAxTxT = nn.Dropout(self.dropout)(att_BxAxTxT, deterministic=not train)
+        y_BxTxAxD = jnp.einsum("bhqk,bkhd->bqhd", att_BxAxTxT, v_BxTxAxD)
+        y_BxTxC = y_BxTxAxD.reshape(B, T, C)
         y_BxTxC = torch_dense(C, C, name="c_proj")(y_BxTxC)
         return nn.Dropout(self.dropout)(y_BxTxC, deterministic=not train)
 
