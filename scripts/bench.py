@@ -145,7 +145,8 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
     for _ in range(10):
         state, loss = step(state, X_train, Y_train)
     jax.block_until_ready(loss)
-    S = int(min(S, max(20, 10 / (time.perf_counter() - t0))))
+    rate = 10 / (time.perf_counter() - t0)  # rough steps/s
+    S = int(min(S, max(20, rate)))
 
     def per_step():
         nonlocal state
@@ -158,7 +159,7 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
 
     # K steps in one lax.scan per call
     by_k: dict[str, float] = {}
-    for K in sorted({k for k in FUSED_KS if k <= max(S, 100)} | {config.steps_per_call}):
+    for K in sorted({k for k in FUSED_KS if k <= max(5 * rate, 10)} | {config.steps_per_call}):
         chunk = make_train_chunk(model, num_steps=K, **step_kw)
         calls = max(sizes.fused_calls * S // sizes.train_steps, -(-S // K), 1)
         state, losses = chunk(state, X_train, Y_train)  # compile + warm-up
@@ -494,9 +495,10 @@ def bench_sweep(
     config, counts: Sequence[int], sizes: Sizes, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Aggregate model-steps/s of `jax_makemore.sweep`'s compiled chunk with N members (seeds
-    0..N-1 of `config`), each N timed side by side with one model's fused chunk (`train`'s),
-    alternating calls in this one process so that both see the same load; and the compiled
-    sweep program's memory (XLA's memory analysis: arguments, outputs and temporaries)."""
+    0..N-1 of `config`) spread over the local devices as the sweep command spreads them, each
+    N timed side by side with one model's fused chunk (`train`'s, on one device), alternating
+    calls in this one process so that both see the same load; and the compiled sweep
+    program's memory (XLA's memory analysis: arguments, outputs and temporaries)."""
     from jax_makemore import sweep
 
     members = sweep.expand_members(config, [("seed", f"0:{max(counts)}")])
@@ -518,26 +520,35 @@ def bench_sweep(
     np.asarray(losses)
     out: dict[str, Any] = {
         "sweep_note": (
-            "N members (seeds) in one vmapped lax.scan chunk vs one model's fused chunk, timed "
-            "alternately in one process; model-steps/s = N * steps / second"
+            "N members (seeds) in sweep's compiled chunk (vmapped steps in tiles, members split "
+            "over sweep_devices) vs one model's fused chunk, timed alternately in one process; "
+            "model-steps/s = N * steps / second"
         ),
         "sweep_model_steps_per_sec": {},
         "sweep_single_steps_per_sec": {},
         "sweep_speedup": {},
         "sweep_steps_per_call": {},
+        "sweep_devices": {},
         "sweep_memory_mb": {},
     }
     for n in counts:
         g = dataclasses.replace(group, members=members[:n])
         leaves = sweep.stack_leaves([fresh_state(m.config.seed) for m in g.members])
         hp = sweep.member_hyperparameters(g, g.members)
-        k = max(10, k_single // n)
-        compiled = sweep.make_sweep_chunk(g, k).lower(leaves, hp, X_train, Y_train).compile()
+        mesh = sweep.member_mesh(config.num_devices, n)
+        X_sweep, Y_sweep = sweep.replicate((X_train, Y_train), mesh)
+        out["sweep_devices"][str(n)] = 1 if mesh is None else mesh.size
+        size, tile = sweep.member_layout(n, mesh)
+        leaves, hp = sweep.place_members((leaves, hp), mesh, size)
+        # steps per call as the sweep command runs them (steps_per_call), capped for large N
+        k = min(config.steps_per_call, max(10, 32 * k_single // n))
+        fn = sweep.make_sweep_chunk(g, k, mesh, tile)
+        compiled = fn.lower(leaves, hp, X_sweep, Y_sweep).compile()
         mem = compiled.memory_analysis()
         if mem is not None:
             total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
             out["sweep_memory_mb"][str(n)] = (total - mem.alias_size_in_bytes) / 2**20
-        leaves, losses = compiled(leaves, hp, X_train, Y_train)  # warm-up
+        leaves, losses = compiled(leaves, hp, X_sweep, Y_sweep)  # warm-up
         np.asarray(losses)
         t_single, t_sweep = [], []
         for _ in range(sizes.repeats):
@@ -546,7 +557,7 @@ def bench_sweep(
             np.asarray(losses)
             t_single.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            leaves, losses = compiled(leaves, hp, X_train, Y_train)
+            leaves, losses = compiled(leaves, hp, X_sweep, Y_sweep)
             np.asarray(losses)
             t_sweep.append(time.perf_counter() - t0)
         one = k_single / statistics.median(t_single)
@@ -694,7 +705,10 @@ def main(argv: Sequence[str]) -> int:
 
     r: dict[str, Any] = {}
     sweep_counts = [int(n) for n in args.sweep.split(",") if n.strip()]
-    if sweep_counts:  # the sweep benchmark alone
+    if sweep_counts:  # the sweep benchmark alone, members over one CPU device per core
+        from jax_makemore.sweep import use_cpu_cores
+
+        use_cpu_cores()
         r.update(device=device_name(), jax_version=jax.__version__, cpu_count=usable_cpus())
         r.update(bench_sweep(config, sweep_counts, sizes, log))
         print(json.dumps(r, indent=2))

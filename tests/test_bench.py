@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 FLOAT_KEYS = (
@@ -15,6 +16,10 @@ FLOAT_KEYS = (
     "eval_examples_per_sec",
     "sample_names_per_sec",
     "peak_rss_mb",
+    "train_fused_chars_per_sec",
+    "peak_matmul_gflops",
+    "achieved_gflops",
+    "flops_per_step",
 )
 TORCH_KEYS = (
     "torch_eager_steps_per_sec",
@@ -60,6 +65,10 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
         "jax_version",
         "cpu_count",
         "train_fused_by_devices",
+        "batch_size",
+        "layout",
+        "variants",
+        "eval_characters",
     }
     for key in FLOAT_KEYS:
         assert isinstance(r[key], float) and r[key] > 0, key
@@ -69,6 +78,11 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
         assert isinstance(v, float) and v > 0
     assert r["train_fused_steps_per_sec"] == r["train_fused_by_k"]["100"]  # steps_per_call
     assert r["sample_names_per_sec"] == r["sample_by_batch"]["10000"]
+    assert r["batch_size"] == 32 and r["layout"] == "windows"
+    fused = r["variants"]["mlp, fused BatchNorm backward"]
+    assert fused["steps_per_sec"] > 0 and fused["flops_per_step"] > 0
+    # windows: one character per row of a batch of 32
+    assert fused["chars_per_sec"] == pytest.approx(32 * fused["steps_per_sec"])
     assert isinstance(r["device"], str) and r["device"]
     assert isinstance(r["jax_version"], str) and isinstance(r["cpu_count"], int)
     # the PyTorch reference is optional: all four numbers, or all four null and a reason
