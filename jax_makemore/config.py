@@ -217,26 +217,30 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     check_split_fractions(config.split_fractions)
 
 
-def split_config_args(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Separate `--config.KEY=VALUE` / `--config.KEY VALUE` overrides from the other arguments."""
-    rest, overrides = [], []
+def split_config_args(
+    argv: Sequence[str], prefix: str = "config"
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """Separate `--PREFIX.KEY=VALUE` / `--PREFIX.KEY VALUE` pairs (`--config.` overrides, or
+    the sweep's `--sweep.` values) from the other arguments."""
+    flag = f"--{prefix}."
+    rest, pairs = [], []
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("--config."):
-            body = arg[len("--config.") :]
+        if arg.startswith(flag):
+            body = arg[len(flag) :]
             if "=" in body:
                 key, value = body.split("=", 1)
             elif i + 1 < len(argv):
                 key, value = body, argv[i + 1]
                 i += 1
             else:
-                raise UserError(f"{arg} needs a value (--config.{body}=VALUE)")
-            overrides.append((key, value))
+                raise UserError(f"{arg} needs a value ({flag}{body}=VALUE)")
+            pairs.append((key, value))
         else:
             rest.append(arg)
         i += 1
-    return rest, overrides
+    return rest, pairs
 
 
 def resolve(

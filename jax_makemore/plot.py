@@ -11,6 +11,10 @@ Writes, as far as the run has what each needs:
 * `activations.png` and `updates.png` (runs trained with `--config.log_diagnostics=True`):
   tanh output histograms and saturation, gradient histograms, and update-to-data ratios.
 
+On a sweep's workdir (`python -m jax_makemore.sweep`, detected by its `sweep.json`): `sweep.png`
+(val loss against each swept hyper-parameter, mean over seeds with min-max bars) and
+`sweep_curves.png` (every member's loss curves).
+
 Needs matplotlib: `pip install -e '.[plot]'`.
 """
 
@@ -275,6 +279,138 @@ def find_token_embedding(params: Any, vocab_size: int) -> np.ndarray | None:
     return None
 
 
+def _sweep_axis_values(values: list[Any]) -> tuple[list[float], list[str], bool]:
+    """x positions, tick labels and whether to use a log axis for the values of one swept key:
+    numbers at their value (log scale when positive and spanning 10x or more), anything else
+    at 0, 1, 2, ... in the order given."""
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    labels = [str(v) for v in values]
+    if not numeric:
+        return list(range(len(values))), labels, False
+    xs = [float(v) for v in values]
+    log = min(xs) > 0 and max(xs) >= 10 * min(xs)
+    return xs, labels, log
+
+
+def plot_sweep_losses(record: dict[str, Any], path: Path, dpi: int = 100) -> Path:
+    """Val loss against each swept hyper-parameter: one panel per key, one line per setting of
+    the other (non-seed) keys; each point is the mean over seeds with min-max bars, and every
+    member is a faint dot."""
+    plt = pyplot()
+    swept = record["swept"]
+    keys = [k for k in swept if k != "seed"] or list(swept)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4.2), squeeze=False)
+    done = [m for m in record["members"] if (m.get("loss") or {}).get("val") is not None]
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = swept[key]
+        xs, labels, log = _sweep_axis_values(values)
+        where = {str(v): x for v, x in zip(values, xs, strict=True)}
+        others = [k for k in keys if k != key]
+        lines: dict[str, dict[float, list[float]]] = {}
+        for m in done:
+            label = ", ".join(f"{k}={m['overrides'][k]}" for k in others)
+            x = where[str(m["overrides"][key])]
+            lines.setdefault(label, {}).setdefault(x, []).append(m["loss"]["val"])
+        for label, points in lines.items():
+            px = sorted(points)
+            mean = np.array([np.mean(points[x]) for x in px])
+            lo = mean - np.array([np.min(points[x]) for x in px])
+            hi = np.array([np.max(points[x]) for x in px]) - mean
+            bars = ax.errorbar(px, mean, yerr=[lo, hi], marker="o", capsize=3, label=label or None)
+            for x in px:
+                ax.scatter(
+                    [x] * len(points[x]), points[x], s=10, alpha=0.35, color=bars[0].get_color()
+                )
+        if log:
+            ax.set_xscale("log")
+        ax.set_xticks(xs, labels=labels)
+        ax.minorticks_off()
+        ax.set_xlabel(key)
+        ax.set_ylabel("val loss")
+        ax.grid(True, alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=8)
+    seeds = len(swept.get("seed", [0]))
+    fig.suptitle(
+        f"sweep of {record['config']}: val loss"
+        + (f" (mean over {seeds} seeds, bars min-max)" if seeds > 1 else "")
+    )
+    fig.tight_layout()
+    return save_figure(fig, path, dpi)
+
+
+def plot_sweep_curves(
+    record: dict[str, Any], workdir: Path, path: Path, dpi: int = 100
+) -> Path | None:
+    """Every member's training loss (chunk means, log scale) and val loss at its evaluations,
+    one colour per setting of the non-seed keys; None when no member has metrics."""
+    plt = pyplot()
+    keys = [k for k in record["swept"] if k != "seed"]
+    fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 4.5))
+    colors: dict[str, Any] = {}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = False
+    for m in record["members"]:
+        metrics = read_jsonl(workdir / m["workdir"] / "metrics.jsonl")
+        if not metrics:
+            continue
+        label = ", ".join(f"{k}={m['overrides'][k]}" for k in keys) or m["name"]
+        color = colors.setdefault(label, cycle[len(colors) % len(cycle)])
+        first = label not in {line.get_label() for line in ax_train.get_lines()}
+        steps = [r["step"] for r in metrics if "loss" in r]
+        ax_train.plot(steps, [r["loss"] for r in metrics if "loss" in r], lw=1, alpha=0.6,
+                      color=color, label=label if first else None)  # fmt: skip
+        evals = [(r["step"], r["split_loss"]["val"]) for r in metrics if r.get("split_loss")]
+        evals = [(x, y) for x, y in evals if y is not None]
+        if evals:
+            ax_val.plot(*zip(*evals, strict=True), "o-", ms=3, lw=1, alpha=0.6, color=color)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    for ax, name in ((ax_train, "train loss (chunk mean)"), (ax_val, "val loss")):
+        ax.set_yscale("log")
+        plain = plt.matplotlib.ticker.FormatStrFormatter("%.2f")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        _steps_axis(ax)
+        ax.set_title(name)
+        ax.grid(True, which="both", alpha=0.3)
+    if len(colors) <= 12:
+        ax_train.legend(fontsize=8)
+    fig.suptitle(f"sweep of {record['config']}: {len(record['members'])} members")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi)
+
+
+def plot_sweep(
+    workdir: str | Path, out: str | Path | None = None, dpi: int | None = None
+) -> tuple[list[Path], list[str]]:
+    """The pictures of a sweep workdir (one with sweep.json): `sweep.png` (val loss against
+    each swept key) and `sweep_curves.png` (every member's loss curves). The members' own
+    pictures: `plot --workdir DIR/members/NAME`."""
+    import json
+
+    workdir = Path(workdir)
+    record = json.loads((workdir / "sweep.json").read_text(encoding="utf-8"))
+    out = Path(out) if out is not None else workdir
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    kw = {} if dpi is None else {"dpi": dpi}
+    written, skipped = [], []
+    if any((m.get("loss") or {}).get("val") is not None for m in record["members"]):
+        written.append(plot_sweep_losses(record, out / "sweep.png", **kw))
+    else:
+        skipped.append("sweep.png: no member has a val loss yet (finish the sweep with --resume)")
+    curves = plot_sweep_curves(record, workdir, out / "sweep_curves.png", **kw)
+    if curves is not None:
+        written.append(curves)
+    else:
+        skipped.append("sweep_curves.png: no member has metrics.jsonl yet")
+    return written, skipped
+
+
 def plot_run(
     workdir: str | Path, out: str | Path | None = None, dpi: int | None = None
 ) -> tuple[list[Path], list[str]]:
@@ -287,6 +423,8 @@ def plot_run(
 
     pyplot()  # fail early and clearly without matplotlib
     workdir = Path(workdir)
+    if (workdir / "sweep.json").is_file():  # a sweep's workdir (python -m jax_makemore.sweep)
+        return plot_sweep(workdir, out, dpi)
     loaded = load_trained(workdir)
     out = Path(out) if out is not None else workdir
     if out.exists() and not out.is_dir():
@@ -330,7 +468,9 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jax_makemore.plot", description="Draw the pictures of a trained run."
     )
-    parser.add_argument("--workdir", required=True, help="a run directory written by train")
+    parser.add_argument(
+        "--workdir", required=True, help="a run directory written by train (or by sweep)"
+    )
     parser.add_argument("--out", default=None, help="where to write the PNGs (default: workdir)")
     parser.add_argument("--dpi", type=int, default=None, help="resolution of every PNG")
     args = parser.parse_args(argv)

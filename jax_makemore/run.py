@@ -137,11 +137,12 @@ def prepare_workdir(workdir: Path, resume: bool, overwrite: bool) -> bool:
     return False
 
 
-def _flat(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+def flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every leaf of a config (tuples for sequences)."""
     out = {}
     for key, value in config.items():
         if isinstance(value, ml_collections.ConfigDict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flatten_config(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list | tuple) else value
     return out
@@ -152,8 +153,16 @@ def check_resumable(
 ) -> None:
     """A one-line UserError when the checkpoint's model sub-config or data keys differ from the
     flags' (the first differing key is named)."""
-    old = {k: v for k, v in _flat(saved).items() if k.split(".")[0] in ("model", *IDENTITY_KEYS)}
-    new = {k: v for k, v in _flat(config).items() if k.split(".")[0] in ("model", *IDENTITY_KEYS)}
+    old = {
+        k: v
+        for k, v in flatten_config(saved).items()
+        if k.split(".")[0] in ("model", *IDENTITY_KEYS)
+    }
+    new = {
+        k: v
+        for k, v in flatten_config(config).items()
+        if k.split(".")[0] in ("model", *IDENTITY_KEYS)
+    }
     for key in ["model.name", *sorted(set(old) | set(new))]:
         if old.get(key) != new.get(key):
             raise UserError(

@@ -1,0 +1,367 @@
+"""jax_makemore.sweep: values and members, groups and traced hyper-parameters, members equal to
+single `train` runs, interrupt and resume, memory checks, the command line and its pictures.
+
+Everything trains a tiny MLP on 1,500 names for a few dozen steps, so the file stays fast."""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from conftest import REPO, run_cli, tiny_config, write_small_names
+from flax import linen as nn
+
+from jax_makemore import checkpoint as ckpt
+from jax_makemore import sweep
+from jax_makemore.errors import Interrupted, UserError
+from jax_makemore.evaluate import split_losses
+from jax_makemore.models import ModelSpec
+from jax_makemore.optim import build_optimizer, learning_rate_schedule
+from jax_makemore.restore import load_trained
+from jax_makemore.train import train_and_evaluate
+
+#: A tiny MLP: 120 steps in chunks of 40, one evaluation at the end.
+TINY = dict(
+    n_hidden=16, n_embd=4, batch_size=16, num_steps=120, steps_per_call=40,
+    eval_every=120, checkpoint_every=120,
+)  # fmt: skip
+LRS = ("0.05", "0.1", "0.2")
+
+
+def tiny_flags(data):
+    flags = [
+        f"--config.{'model.' if k in ('n_hidden', 'n_embd') else ''}{k}={v}"
+        for k, v in TINY.items()
+    ]
+    return [*flags, f"--config.data_path={data}"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_small_names(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(data, tmp_path_factory):
+    """A 3-member learning-rate sweep run through the command's main(): (workdir, stdout)."""
+    workdir = tmp_path_factory.mktemp("sweeps") / "lr"
+    argv = ["--config", "mlp", "--workdir", str(workdir), *tiny_flags(data)]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert sweep.main([*argv, f"--sweep.learning_rate={','.join(LRS)}"]) == 0
+    return workdir, out.getvalue()
+
+
+def base(data, **overrides):
+    return tiny_config("mlp", data, **{**TINY, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------
+# values and members
+
+
+def test_split_values_lists_ranges_and_tuples():
+    assert sweep.split_values("seed", "0:3") == ["0", "1", "2"]
+    assert sweep.split_values("learning_rate", "0.05, 0.1,0.2") == ["0.05", "0.1", "0.2"]
+    assert sweep.split_values("split_fractions", "(0.8,0.1,0.1),(0.9,0.05,0.05)") == [
+        "(0.8,0.1,0.1)",
+        "(0.9,0.05,0.05)",
+    ]
+    for bad in ("", ",", "3:3"):
+        with pytest.raises(UserError, match=r"--sweep\.seed"):
+            sweep.split_values("seed", bad)
+
+
+def test_members_are_the_cross_product_with_typed_values(data):
+    config, _ = base(data)
+    members = sweep.expand_members(config, [("model.n_hidden", "8,16"), ("seed", "0:2")])
+    assert [m.name for m in members] == [
+        "model.n_hidden=8,seed=0",
+        "model.n_hidden=8,seed=1",
+        "model.n_hidden=16,seed=0",
+        "model.n_hidden=16,seed=1",
+    ]
+    assert members[3].config.model.n_hidden == 16 and members[3].config.seed == 1
+    assert members[0].config.learning_rate == config.learning_rate  # the rest is the base
+
+
+@pytest.mark.parametrize(
+    "swept, message",
+    [
+        ([("bogus", "1,2")], r"--sweep\.bogus.*unknown config key 'bogus'"),
+        ([("model.n_hiden", "1,2")], r"did you mean model\.n_hidden"),
+        ([("learning_rate", "0.1,fast")], r"--sweep\.learning_rate='fast': expected a number"),
+        ([("learning_rate", "0.1,0.10")], r"the value 0\.1 is listed twice"),
+        ([("learning_rate", "")], r"no values"),
+        ([], r"nothing to sweep"),
+    ],
+)
+def test_bad_sweep_flags_are_one_line_errors(data, swept, message):
+    config, _ = base(data)
+    with pytest.raises(UserError, match=message) as err:
+        sweep.expand_members(config, swept)
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# groups and traced hyper-parameters
+
+
+def test_groups_split_on_shapes_and_trace_floats(data):
+    config, _ = base(data)
+    swept = [
+        ("model.n_hidden", "8,16"),
+        ("model.bn_momentum", "0.001,0.1"),
+        ("lr_decay_steps", "10,30"),
+        ("seed", "0:2"),
+    ]
+    groups = sweep.group_members(sweep.expand_members(config, swept))
+    assert [len(g.members) for g in groups] == [8, 8]
+    assert {g.config.model.n_hidden for g in groups} == {8, 16}
+    for g in groups:
+        assert g.traced == ["lr_decay_steps", "model.bn_momentum"]  # the seed is in the state
+    # weight decay on/off changes the optax chain, so it splits the group
+    groups = sweep.group_members(sweep.expand_members(config, [("weight_decay", "0,0.01,0.1")]))
+    assert [len(g.members) for g in groups] == [1, 2]
+    assert groups[1].traced == ["weight_decay"]
+
+
+class _Branchy(nn.Module):
+    """A module whose code branches on a float field (as a dropout rate does)."""
+
+    vocab_size: int
+    block_size: int = 3
+    rate: float = 0.5
+    scale: float = 2.0
+
+    @nn.compact
+    def __call__(self, idx_BxT, train: bool):
+        x = nn.Embed(self.vocab_size, 4)(idx_BxT).reshape(idx_BxT.shape[0], -1) * self.scale
+        if self.rate > 0:  # a Python branch: the value must be concrete
+            x = x * (1 - self.rate)
+        return nn.Dense(self.vocab_size)(x)
+
+
+def test_a_float_the_module_branches_on_is_not_traced():
+    spec = ModelSpec("branchy", _Branchy, "windows")
+    model_config = ml_collections.ConfigDict({"block_size": 3, "rate": 0.5, "scale": 2.0})
+    assert sweep.traceable_model_key(spec, model_config, "scale", 27, 0)
+    assert not sweep.traceable_model_key(spec, model_config, "rate", 27, 0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # step decay at num_steps // 2
+        {"lr_decay_factor": 1.0},
+        {"lr_decay_steps": 0},
+        {"lr_decay_steps": 7, "warmup_steps": 5},
+    ],
+)
+def test_member_schedule_is_the_optim_schedule_bit_for_bit(data, overrides):
+    config, _ = base(data, **overrides)
+    hp = {
+        "learning_rate": jnp.float32(config.learning_rate),
+        "lr_decay_factor": jnp.float32(config.lr_decay_factor),
+        "lr_decay_steps": jnp.int32(sweep.resolved_value(config, "lr_decay_steps")),
+    }
+    counts = jnp.arange(config.num_steps + 2)
+    traced = jax.jit(lambda hp, c: jax.vmap(sweep.member_schedule(config, hp))(c))(hp, counts)
+    plain = jax.jit(jax.vmap(learning_rate_schedule(config)))(counts)  # as in a train step
+    np.testing.assert_array_equal(np.asarray(traced), np.asarray(plain, np.float32))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"weight_decay": 0.01, "l2_mean": 0.001},
+        {
+            "optimizer": "adamw",
+            "learning_rate": 1e-3,
+            "weight_decay": 0.01,
+            "lr_schedule": "cosine",
+        },
+    ],
+)
+def test_member_optimizer_updates_like_build_optimizer(data, overrides):
+    config, _ = base(data, **overrides)
+    params = {"W_IxO": jnp.ones((3, 4)), "b_O": jnp.zeros(4)}
+    keys = ("learning_rate", "weight_decay", "l2_mean", "adam_b1", "lr_min_factor")
+    hp = {k: jnp.float32(config[k]) for k in keys}
+    grads = [jax.tree.map(lambda p, i=i: jnp.sin(p + i), params) for i in range(4)]
+
+    def run(tx):
+        p, state = params, tx.init(params)
+        for g in grads:
+            updates, state = tx.update(g, state, p)
+            p = optax.apply_updates(p, updates)
+        return p
+
+    traced = run(sweep.member_optimizer(config, hp, params))
+    plain = run(build_optimizer(config, params))
+    for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# members are real runs
+
+
+def test_members_equal_single_train_runs(lr_sweep, data, tmp_path):
+    workdir, _ = lr_sweep
+    worst = 0.0
+    for lr in LRS:
+        config, name = base(data, learning_rate=lr)
+        single = train_and_evaluate(config, name, tmp_path / lr)
+        member = json.loads(
+            (workdir / "members" / f"learning_rate={lr}" / "results.json").read_text()
+        )
+        assert set(member) == set(single) - {"samples"}
+        assert member["steps"] == single["steps"] and member["num_params"] == single["num_params"]
+        for split, value in single["loss"].items():
+            worst = max(worst, abs(member["loss"][split] - value))
+    assert worst < 1e-5
+    print(f"max |member - single| split loss: {worst:.3g}")
+
+
+def test_member_workdirs_work_with_evaluate_sample_and_resume(lr_sweep, data, tmp_path, capsys):
+    from jax_makemore import sample
+
+    workdir, _ = lr_sweep
+    member = workdir / "members" / "learning_rate=0.1"
+    results = json.loads((member / "results.json").read_text())
+    losses = split_losses(load_trained(member))
+    assert losses == pytest.approx(results["loss"], abs=1e-6)
+    metrics = [json.loads(line) for line in (member / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [40, 80, 120]
+    assert set(metrics[0]) == {"step", "loss", "lr", "steps_per_sec"}
+    assert metrics[-1]["split_loss"] == results["loss"]
+    assert sample.main(["--workdir", str(member), "--num", "3"]) == 0
+    assert len(capsys.readouterr().out.split()) == 3
+    # train --resume takes the member over: 40 more steps from its checkpoint
+    copy = tmp_path / "resumed"
+    shutil.copytree(member, copy)
+    config, name = base(data, learning_rate=0.1, num_steps=160)
+    resumed = train_and_evaluate(config, name, copy, resume=True)
+    assert resumed["steps"] == 160
+
+
+def test_sweep_json_and_table(lr_sweep):
+    workdir, stdout = lr_sweep
+    record = json.loads((workdir / "sweep.json").read_text())
+    assert record["swept"] == {"learning_rate": [0.05, 0.1, 0.2]}
+    assert [m["status"] for m in record["members"]] == ["done"] * 3
+    assert record["members"][0]["overrides"] == {"learning_rate": 0.05}
+    assert len(record["groups"]) == 1 and record["groups"][0]["traced"] == ["learning_rate"]
+    vals = [m["loss"]["val"] for m in record["members"]]
+    rows = stdout.splitlines()[1:4]  # sorted by val loss
+    assert [float(r.split()[2]) for r in rows] == pytest.approx(sorted(vals), abs=1e-4)
+
+
+def test_traced_model_and_schedule_keys_match_single_runs(data, tmp_path):
+    config, name = base(data, num_steps=40, eval_every=40, checkpoint_every=40)
+    swept = [("model.bn_momentum", "0.001,0.1"), ("lr_decay_steps", "10,40")]
+    members = sweep.expand_members(config, swept)
+    record = sweep.run_sweep(members, name, tmp_path / "s")
+    assert record["groups"][0]["traced"] == ["lr_decay_steps", "model.bn_momentum"]
+    for m in members[2:3]:  # bn_momentum 0.1, the learning rate decays at step 10
+        single = train_and_evaluate(m.config, name, tmp_path / m.name)
+        got = next(e for e in record["members"] if e["name"] == m.name)["loss"]
+        for split, value in single["loss"].items():
+            assert abs(got[split] - value) < 1e-5, (m.name, split)
+
+
+# ---------------------------------------------------------------------------------------------
+# interrupt and resume, workdir rules, memory
+
+
+def test_sigint_saves_every_member_and_resume_finishes_identically(
+    lr_sweep, data, tmp_path, monkeypatch
+):
+    config, name = base(data)
+    members = sweep.expand_members(config, [("learning_rate", ",".join(LRS))])
+    workdir = tmp_path / "s"
+    calls = []
+
+    def interrupt(*args):  # during the second chunk, as if the user pressed Ctrl-C
+        calls.append(args)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(sweep.Progress, "step", lambda self, *args: interrupt(*args))
+    with pytest.raises(Interrupted):
+        sweep.run_sweep(members, name, workdir)
+    record = json.loads((workdir / "sweep.json").read_text())
+    assert [m["status"] for m in record["members"]] == ["running"] * 3
+    for m in members:  # saved at the end of the chunk that was running
+        assert ckpt.restore_meta(workdir / "members" / m.name).step == 80
+    with pytest.raises(UserError, match="already holds a sweep; use --resume"):
+        sweep.run_sweep(members, name, workdir)
+    with pytest.raises(UserError, match="other members"):
+        sweep.run_sweep(members[:2], name, workdir, resume=True)
+    record = sweep.run_sweep(members, name, workdir, resume=True)
+    uninterrupted = json.loads((lr_sweep[0] / "sweep.json").read_text())
+    assert [m["loss"] for m in record["members"]] == [m["loss"] for m in uninterrupted["members"]]
+
+
+def test_max_parallel_beyond_memory_is_a_user_error(data, monkeypatch):
+    config, _ = base(data)
+    members = sweep.expand_members(config, [("learning_rate", ",".join(LRS))])
+    group = sweep.group_members(members)[0]
+    per_member = sweep.bytes_per_member(group)
+    X_bytes = group.ds.split("train")[0].nbytes
+    free = int((2.5 * per_member + X_bytes) / sweep.MEMORY_FRACTION)
+    monkeypatch.setattr(sweep, "available_bytes", lambda: free)
+    assert sweep.slice_size(group, None) == 2  # slices of what fits
+    assert sweep.slice_size(group, 1) == 1
+    with pytest.raises(UserError, match=r"--sweep\.max_parallel=3: .* use --sweep\.max_parallel=2"):
+        sweep.slice_size(group, 3)
+    monkeypatch.setattr(sweep, "available_bytes", lambda: 1000)
+    with pytest.raises(UserError, match="one member of .* needs about"):
+        sweep.slice_size(group, None)
+
+
+def test_command_line_errors_exit_2_with_one_line(data, tmp_path):
+    proc = run_cli(
+        "sweep", "--config", "mlp", "--workdir", str(tmp_path / "s"), "--sweep.bogus=1,2",
+        f"--config.data_path={data}",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --sweep.bogus: unknown config key")
+    with pytest.raises(UserError, match="max_parallel must be >= 1"):
+        sweep.main(["--config", "mlp", "--sweep.seed=0:2", "--sweep.max_parallel=0"])
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures and the benchmark
+
+
+def test_plot_draws_the_sweep(lr_sweep, tmp_path):
+    pytest.importorskip("matplotlib")
+    from jax_makemore.plot import plot_run
+
+    written, skipped = plot_run(lr_sweep[0], tmp_path / "pictures")
+    assert sorted(p.name for p in written) == ["sweep.png", "sweep_curves.png"]
+    assert all(p.stat().st_size > 0 for p in written) and not skipped
+
+
+def test_bench_reports_sweep_throughput(data):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config, _ = base(data)
+    result = bench.bench_sweep(config, [2], bench.Sizes(quick=True), lambda text: None)
+    for key in ("sweep_model_steps_per_sec", "sweep_single_steps_per_sec", "sweep_speedup"):
+        assert set(result[key]) == {"2"} and result[key]["2"] > 0
+    assert result["sweep_memory_mb"]["2"] > 0
