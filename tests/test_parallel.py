@@ -16,9 +16,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, write_small_names
 
-from jax_makemore import DEFAULT_DATA_PATH
 from jax_makemore import checkpoint as ckpt
 
 STEPS = 200
@@ -68,10 +67,7 @@ def assert_same_training(run: Path, reference: Path) -> None:
 
 @pytest.fixture(scope="module")
 def names(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "names.txt"
-    lines = DEFAULT_DATA_PATH.read_text(encoding="utf-8").splitlines()[:1500]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_small_names(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ def test_chunk_ends_cover_remainders_and_align_to_step_numbers():
     assert chunk_ends(5, 5, (3,)) == []
 
 
-def test_count_bigram_run_writes_results_and_metrics(tmp_path, small_names):
+def test_count_bigram_run_writes_results_and_an_empty_metrics_log(tmp_path, small_names):
     config, name = tiny_config("bigram_counts", small_names)
     results = train_and_evaluate(config, name, tmp_path / "w")
     saved = json.loads((tmp_path / "w" / "results.json").read_text())
@@ -34,6 +34,9 @@ def test_count_bigram_run_writes_results_and_metrics(tmp_path, small_names):
     assert saved["model"] == "bigram_counts" and saved["steps"] == 0
     assert saved["loss"] == results["loss"] and set(saved["loss"]) == {"train", "val", "test"}
     assert 2.0 < saved["loss"]["val"] < 3.0
+    assert isinstance(saved["num_params"], int) and saved["num_params"] == 27 * 27
+    # fitted by counting: no chunk ran, so the metrics log exists and holds no line
+    assert (tmp_path / "w" / "metrics.jsonl").read_text() == ""
 
 
 def test_empty_splits_report_null(tmp_path, small_names):
@@ -171,3 +174,15 @@ def test_progress_bar_on_a_terminal(tmp_path):
     shown = b"".join(chunks).decode(errors="replace")
     assert "400/400" in shown and "loss=" in shown and "steps_per_s=" in shown
     assert "\r" in shown  # redrawn in place, not printed line by line
+
+
+def test_print_config_shows_the_resolved_config_and_help_names_the_key_form():
+    from conftest import run_cli
+
+    shown = run_cli("train", "--config", "mlp", "--config.model.n_hidden=64", "--print_config")
+    assert shown.returncode == 0, shown.stderr
+    assert "n_hidden: 64" in shown.stdout and "name: mlp" in shown.stdout
+    assert "num_steps: 200000" in shown.stdout
+    helped = run_cli("train", "--help")
+    assert "--config.KEY=VALUE" in helped.stdout and "--config.model.KEY" in helped.stdout
+    assert "--print_config" in helped.stdout and "base_config()" in helped.stdout
