@@ -222,7 +222,10 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
 
 #: Variants timed beside a config's model (same data and sizes): name -> config overrides.
 VARIANTS: dict[str, dict[str, list[tuple[str, str]]]] = {
-    "mlp": {"mlp, fused BatchNorm backward": [("model.bn_fused_backward", "true")]},
+    "mlp": {
+        "mlp, fused BatchNorm backward": [("model.bn_fused_backward", "true")],
+        "mlp_manual (hand-written backward)": [("model.name", "mlp_manual")],
+    },
     "wavenet": {"wavenet_conv": [("model.name", "wavenet_conv")]},
 }
 

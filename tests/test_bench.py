@@ -1,5 +1,6 @@
 """scripts/bench.py --quick on a tiny config: the JSON has every key, with the right types.
-Timings are reported, never asserted."""
+Timings are reported, never asserted. Marked `slow` (it runs every benchmark, the PyTorch
+reference and a 2-device subprocess): `.ci/run` runs it after the README's test command."""
 
 import json
 import os
@@ -8,6 +9,8 @@ import sys
 
 import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow
 
 FLOAT_KEYS = (
     "compile_seconds",

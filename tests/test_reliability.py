@@ -234,7 +234,7 @@ def test_resume_with_a_different_model_is_refused(trained, capsys):
         "--resume",
         capsys=capsys,
     )
-    assert status == 2 and "model='mlp' but the flags ask for model='bigram'" in one_line_error(err)
+    assert status == 2 and "model.name='mlp' but the flags ask for model.name='bigram'" in one_line_error(err)
     assert ckpt.make_manager(workdir).all_steps() == before
 
 
