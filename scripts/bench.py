@@ -196,8 +196,9 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
     # sampling from the state trained above, through generate() (decoding to strings included)
     max_len = default_max_len(ds.longest_word)  # the sample command's default cap
     by_batch: dict[str, float] = {}
+    slow = rate < 500  # e.g. a Transformer on a CPU: one batch of each size, fewer repeats
     for batch in SAMPLE_BATCHES:
-        num = max(sizes.sample_words[batch], batch)
+        num = batch if slow else max(sizes.sample_words[batch], batch)
 
         def sample(num=num, batch=batch):
             return generate(
@@ -207,7 +208,7 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
             )  # fmt: skip
 
         sample(batch)  # compile + warm-up: one batch (the compiled sampler is cached)
-        by_batch[str(batch)] = num / median_seconds(sample, sizes.repeats)
+        by_batch[str(batch)] = num / median_seconds(sample, 2 if slow else sizes.repeats)
         log(f"sample batch {batch}: {by_batch[str(batch)]:,.0f} names/s")
     out["sample_names_per_sec"] = by_batch[str(max(SAMPLE_BATCHES))]
     out["sample_by_batch"] = by_batch
