@@ -289,6 +289,7 @@ def bench_arithmetic(config, sizes: Sizes, log: Callable[[str], None]) -> dict[s
     out: dict[str, Any] = {"peak_matmul_gflops": peak_matmul_gflops(sizes.repeats)}
     mine = time_train_chunk(config, sizes)
     out["train_fused_chars_per_sec"] = mine["chars_per_sec"]
+    out["train_chunk_steps_per_sec"] = mine["steps_per_sec"]  # beside the variants below
     out["flops_per_step"] = mine["flops_per_step"]
     out["achieved_gflops"] = mine["flops_per_step"] * mine["steps_per_sec"] / 1e9
     log(

@@ -20,6 +20,7 @@ FLOAT_KEYS = (
     "sample_names_per_sec",
     "peak_rss_mb",
     "train_fused_chars_per_sec",
+    "train_chunk_steps_per_sec",
     "peak_matmul_gflops",
     "achieved_gflops",
     "flops_per_step",
