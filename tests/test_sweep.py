@@ -266,6 +266,7 @@ def test_sweep_json_and_table(lr_sweep):
     assert [float(r.split()[2]) for r in rows] == pytest.approx(sorted(vals), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_traced_model_and_schedule_keys_match_single_runs(data, tmp_path):
     config, name = base(data, num_steps=40, eval_every=40, checkpoint_every=40)
     swept = [("model.bn_momentum", "0.001,0.1"), ("lr_decay_steps", "10,40")]
@@ -283,6 +284,7 @@ def test_traced_model_and_schedule_keys_match_single_runs(data, tmp_path):
 # interrupt and resume, workdir rules, memory
 
 
+@pytest.mark.slow
 def test_sigint_saves_every_member_and_resume_finishes_identically(
     lr_sweep, data, tmp_path, monkeypatch
 ):
@@ -354,6 +356,7 @@ def test_plot_draws_the_sweep(lr_sweep, tmp_path):
     assert all(p.stat().st_size > 0 for p in written) and not skipped
 
 
+@pytest.mark.slow
 def test_bench_reports_sweep_throughput(data):
     import importlib.util
 
