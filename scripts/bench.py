@@ -263,9 +263,11 @@ def time_train_chunk(config, sizes: Sizes) -> dict[str, float]:
     )
     cost = step.lower(state, X, Y).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
+    t0 = time.perf_counter()
     state, losses = compiled(state, X, Y)
     np.asarray(losses)
-    calls = max(1, -(-sizes.train_steps // K))
+    slow = time.perf_counter() - t0 > 2.0  # a chunk of a slow model: one call, two repeats
+    calls = 1 if slow else max(1, -(-sizes.train_steps // K))
 
     def run():
         nonlocal state
@@ -273,7 +275,7 @@ def time_train_chunk(config, sizes: Sizes) -> dict[str, float]:
             state, losses = compiled(state, X, Y)
         np.asarray(losses)
 
-    steps_per_sec = calls * K / median_seconds(run, sizes.repeats)
+    steps_per_sec = calls * K / median_seconds(run, 2 if slow else sizes.repeats)
     rows = config.batch_size if not config.full_batch else len(Y)
     chars_per_row = float(np.mean(np.sum(np.asarray(Y) >= 0, axis=tuple(range(1, Y.ndim)))))
     return {
