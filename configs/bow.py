@@ -1,5 +1,5 @@
 """makemore.py's `--type bow` with its defaults (models/bow.py), trained as makemore.py trains
-it: batches of 32 words, AdamW 5e-4. The step count stops near the validation minimum."""
+it: batches of 32 words, AdamW 5e-4. At 30,000 steps val still improves, by < 0.002 per 2,500."""
 
 from jax_makemore.config import base_config, makemore_training
 
