@@ -7,6 +7,4 @@ from jax_makemore.config import base_config, makemore_training
 def get_config():
     config = makemore_training(base_config("gru"))
     config.num_steps = 30_000
-    config.eval_every = 2_500
-    config.checkpoint_every = 2_500
     return config

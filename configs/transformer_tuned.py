@@ -18,6 +18,4 @@ def get_config():
     config.weight_decay = 0.1
     config.decay_matrices_only = True
     config.num_steps = 10_000
-    config.eval_every = 2_500
-    config.checkpoint_every = 2_500
     return config

@@ -85,6 +85,8 @@ def makemore_training(config: ml_collections.ConfigDict) -> ml_collections.Confi
     config.weight_decay = 0.01
     config.decay_matrices_only = False
     config.steps_per_call = 500
+    config.eval_every = 2_500
+    config.checkpoint_every = 2_500
     return config
 
 

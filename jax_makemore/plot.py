@@ -393,10 +393,7 @@ def plot_sweep(
 
     workdir = Path(workdir)
     record = json.loads((workdir / "sweep.json").read_text(encoding="utf-8"))
-    out = Path(out) if out is not None else workdir
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(workdir, out)
     kw = {} if dpi is None else {"dpi": dpi}
     written, skipped = [], []
     if any((m.get("loss") or {}).get("val") is not None for m in record["members"]):
@@ -409,6 +406,15 @@ def plot_sweep(
     else:
         skipped.append("sweep_curves.png: no member has metrics.jsonl yet")
     return written, skipped
+
+
+def output_dir(workdir: Path, out: str | Path | None) -> Path:
+    """The folder pictures go to (default: the workdir), created; a file there is a UserError."""
+    out = Path(out) if out is not None else workdir
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file, not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def plot_run(
@@ -426,10 +432,7 @@ def plot_run(
     if (workdir / "sweep.json").is_file():  # a sweep's workdir (python -m jax_makemore.sweep)
         return plot_sweep(workdir, out, dpi)
     loaded = load_trained(workdir)
-    out = Path(out) if out is not None else workdir
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out '{out}' is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(workdir, out)
     kw = {} if dpi is None else {"dpi": dpi}
     written, skipped = [], []
     name = loaded.config.model.name
