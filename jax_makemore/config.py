@@ -41,6 +41,9 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c.seed = 1337  # init, batches, dropout and the samples printed at the end
     c.split_seed = 1337  # the shuffle that cuts the words into train/val/test
     c.split_fractions = (0.8, 0.1, 0.1)
+    # word: shuffle distinct words, so no word is in two splits | line: the lectures' split,
+    # random.Random(split_seed).shuffle of the lines (a repeated name can be in train and val)
+    c.split_by = "word"
     # optimisation
     c.num_steps = 200_000
     c.batch_size = 32  # windows (windows layout) or words (sequences layout)
@@ -194,7 +197,7 @@ def apply_overrides(
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Reject values no model can train with, naming the key."""
-    from jax_makemore.data import check_split_fractions
+    from jax_makemore.data import SPLIT_BY, check_split_fractions
 
     if not isinstance(config.get("model"), ml_collections.ConfigDict):
         raise UserError(
@@ -217,6 +220,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.lr_schedule not in ("step", "cosine"):
         raise UserError(f"config key lr_schedule={config.lr_schedule!r}: expected step or cosine")
     check_split_fractions(config.split_fractions)
+    if config.split_by not in SPLIT_BY:
+        raise UserError(
+            f"config key split_by={config.split_by!r}: expected {' or '.join(SPLIT_BY)}"
+        )
 
 
 def split_config_args(

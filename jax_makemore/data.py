@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ BOUNDARY_CANDIDATES = ".|#~^$_*@+=%&!;:/·§¶"
 SPLITS = ("train", "val", "test")
 #: The target of padding positions in the sequences layout: it never counts in a loss.
 IGNORE = -1
+#: Values of config key `split_by`: what the seeded shuffle cuts into train/val/test.
+SPLIT_BY = ("word", "line")
 
 
 def read_words(path: str | Path, max_word_length: int | None = None) -> list[str]:
@@ -175,6 +178,41 @@ def split_words(
     return splits[0], splits[1], splits[2]
 
 
+def split_lines(
+    lines: Sequence[str], seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)
+) -> tuple[list[str], list[str], list[str]]:
+    """The lectures' split: shuffle the lines as read (repeats kept) with
+    `random.Random(seed)` and cut at `int(f_train * n)` and `int((f_train + f_val) * n)`.
+
+    `random.seed(42); random.shuffle(words)`, as the lectures write it, draws the same sequence
+    as `random.Random(42)`, so `seed=42` gives their train/val/test lists in their order. A
+    word on several lines can land in several splits. The cumulative fraction is rounded to
+    10 decimals so that it cuts where the literal a person writes does (0.7 + 0.2 is
+    0.8999999999999999 in floating point; `int(0.9 * n)` is the rule).
+    """
+    f_train, f_val, _ = check_split_fractions(fractions)
+    shuffled = list(lines)
+    random.Random(seed).shuffle(shuffled)  # a private generator: no global RNG state
+    n = len(shuffled)
+    n1, n2 = int(f_train * n), int(round(f_train + f_val, 10) * n)
+    return shuffled[:n1], shuffled[n1:n2], shuffled[n2:]
+
+
+def split_data(
+    words: Sequence[str],
+    seed: int,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    split_by: str = "word",
+) -> tuple[list[str], list[str], list[str]]:
+    """train/val/test of `words` by config key `split_by`: "word" (`split_words`, no word in
+    two splits) or "line" (`split_lines`, the lectures' procedure)."""
+    if split_by == "word":
+        return split_words(words, seed, fractions)
+    if split_by == "line":
+        return split_lines(words, seed, fractions)
+    raise UserError(f"config key split_by={split_by!r}: expected {' or '.join(SPLIT_BY)}")
+
+
 def context_windows(
     words: Sequence[str], vocab: Vocab, block_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -264,16 +302,18 @@ def load_dataset(
     seq_len: int | None = None,
     vocab: Vocab | None = None,
     max_word_length: int | None = None,
+    split_by: str = "word",
 ) -> Dataset:
-    """Read `path`, build (or reuse) the vocab, split by `seed`, and encode every split: as
-    context windows when `block_size` is given, else as word rows of `seq_len` (default: the
-    longest word of the file + 1; a restored model passes the length it was trained with)."""
+    """Read `path`, build (or reuse) the vocab from every word, split by `seed` and `split_by`
+    (`split_data`), and encode every split: as context windows when `block_size` is given, else
+    as word rows of `seq_len` (default: the longest word of the file + 1; a restored model
+    passes the length it was trained with)."""
     words = read_words(path, max_word_length)
     if vocab is None:
         vocab = Vocab.from_words(words)
     else:
         vocab.check_known("".join(words), f"data file '{path}'")
-    splits = split_words(words, seed, fractions)
+    splits = split_data(words, seed, fractions, split_by)
     if not splits[0]:
         raise UserError(
             f"the training split of '{path}' has no words; use more data or a larger train fraction"
@@ -291,7 +331,7 @@ def dataset_from_config(
     config: Any, vocab: Vocab | None = None, seq_len: int | None = None
 ) -> Dataset:
     """`load_dataset` with a config's data keys (data_path, split_seed, split_fractions,
-    max_word_length) in the layout of its model: how training, evaluation, lr_find, plot and
+    split_by, max_word_length) in the layout of its model: how training, evaluation, lr_find, plot and
     the bench all see the same splits."""
     windows = get_spec(config.model.name).layout == "windows"
     return load_dataset(
@@ -302,4 +342,5 @@ def dataset_from_config(
         seq_len=seq_len,
         vocab=vocab,
         max_word_length=config.max_word_length,
+        split_by=config.split_by,
     )

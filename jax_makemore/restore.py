@@ -12,7 +12,7 @@ import ml_collections
 from flax import linen as nn
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore.data import Vocab, read_words, split_words
+from jax_makemore.data import Vocab, read_words, split_data
 from jax_makemore.errors import UserError
 from jax_makemore.models import ModelSpec, get_spec
 
@@ -53,7 +53,7 @@ def load_trained(workdir: str | Path) -> LoadedModel:
     if Path(config.data_path).is_file():
         try:
             words = read_words(config.data_path, config.max_word_length)
-            splits = split_words(words, config.split_seed, config.split_fractions)
+            splits = split_data(words, config.split_seed, config.split_fractions, config.split_by)
             train_words, heldout_words = set(splits[0]), set(splits[1]) | set(splits[2])
         except UserError:  # the file changed since training: no new/seen labels, still usable
             pass

@@ -100,6 +100,7 @@ def test_unknown_key_names_key_and_close_matches():
         ("split_fractions", "(0.0,0.5,0.5)", "training split empty"),
         ("model.name", "gpt5", "unknown model; registered: bigram, bigram_counts"),
         ("optimizer", "lion", "sgd or adamw"),
+        ("split_by", "name", "config key split_by='name': expected word or line"),
     ],
 )
 def test_bad_values_are_one_line_errors(key, value, message):
@@ -123,3 +124,8 @@ def test_model_name_override_switches_to_that_models_defaults():
 def test_smoothing_of_the_count_bigram_must_not_be_negative():
     with pytest.raises(UserError, match="model.smoothing must be >= 0, got -1.0"):
         resolve("bigram_counts", [("model.smoothing", "-1")])
+
+
+def test_split_by_is_word_by_default_and_line_by_flag():
+    assert resolve("mlp")[0].split_by == "word"
+    assert resolve("wavenet", [("split_by", "line")])[0].split_by == "line"

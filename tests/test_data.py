@@ -1,3 +1,8 @@
+import json
+import random
+import subprocess
+import sys
+
 import chex
 import numpy as np
 import pytest
@@ -6,7 +11,15 @@ from hypothesis import strategies as st
 
 from jax_makemore import DEFAULT_DATA_PATH
 from jax_makemore.config import base_config
-from jax_makemore.data import Vocab, context_windows, load_dataset, read_words, split_words
+from jax_makemore.data import (
+    Vocab,
+    context_windows,
+    load_dataset,
+    read_words,
+    split_data,
+    split_lines,
+    split_words,
+)
 from jax_makemore.errors import UserError
 
 
@@ -103,6 +116,70 @@ def test_split_fraction_zero_gives_empty_split():
 def test_bad_split_fractions(fractions):
     with pytest.raises(UserError, match="split_fractions"):
         split_words(["a", "b"], seed=0, fractions=fractions)
+
+
+#: The lectures' split, verbatim, run in a fresh interpreter on the lines of argv[1].
+LECTURE_SPLIT = """
+import json, random, sys
+words = open(sys.argv[1]).read().splitlines()
+random.seed(42)
+random.shuffle(words)
+n1 = int(0.8*len(words))
+n2 = int(0.9*len(words))
+print(json.dumps([words[:n1], words[n1:n2], words[n2:]]))
+"""
+
+
+def test_line_split_is_the_lectures_split_list_for_list():
+    """split_by="line" with split_seed=42 gives the lecture code's three lists, same order."""
+    words = read_words(DEFAULT_DATA_PATH)
+    out = subprocess.run(
+        [sys.executable, "-c", LECTURE_SPLIT, str(DEFAULT_DATA_PATH)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lecture = tuple(json.loads(out.stdout))
+    ours = split_data(words, 42, (0.8, 0.1, 0.1), "line")
+    assert ours == lecture
+    assert [len(s) for s in ours] == [int(0.8 * len(words)), 3247, 3247]
+    assert set(ours[0]) & set(ours[1])  # repeated names cross splits, as in the lectures
+
+
+def test_line_split_keeps_repeats_cuts_by_the_lectures_rule_and_leaves_global_state():
+    state = random.getstate()
+    lines = [f"w{i % 70}" for i in range(101)]  # 31 names on two lines
+    train, val, test = split_lines(lines, seed=3)
+    assert random.getstate() == state  # no global RNG in library code
+    assert sorted(train + val + test) == sorted(lines)
+    assert (len(train), len(val), len(test)) == (80, 10, 11)  # int(0.8*101), int(0.9*101)
+    assert split_lines(lines, seed=3) == (train, val, test)
+    assert split_lines(lines, seed=4) != (train, val, test)
+    train, val, test = split_lines(lines, seed=3, fractions=(0.7, 0.2, 0.1))
+    assert (len(train), len(val)) == (int(0.7 * 101), int(0.9 * 101) - int(0.7 * 101))
+    assert split_lines(lines, seed=3, fractions=(0.9, 0.0, 0.1))[1] == []
+
+
+def test_cumulative_cut_matches_the_literal_fraction():
+    """The second cut is int(0.9*n) for (0.8, 0.1, 0.1) and for (0.7, 0.2, 0.1) alike, although
+    0.7 + 0.2 is 0.8999999999999999 in floating point (n = 10 would cut at 8)."""
+    for fractions in ((0.8, 0.1, 0.1), (0.7, 0.2, 0.1)):
+        for n in range(1, 2000):
+            train, val, _ = split_lines(range(n), seed=0, fractions=fractions)
+            expected = (int(fractions[0] * n), int(0.9 * n))
+            assert (len(train), len(train) + len(val)) == expected, (fractions, n)
+
+
+def test_word_split_is_the_default_and_unknown_split_by_is_refused(small_names):
+    words = read_words(small_names)
+    assert split_data(words, 1337) == split_words(words, 1337)
+    default = load_dataset(small_names, 1337, block_size=3)
+    by_line = load_dataset(small_names, 1337, block_size=3, split_by="line")
+    assert default.words == split_words(words, 1337)
+    assert by_line.words == split_lines(words, 1337)
+    assert by_line.vocab == default.vocab and by_line.seq_len == default.seq_len
+    with pytest.raises(UserError, match="split_by='name': expected word or line"):
+        split_data(words, 0, split_by="name")
 
 
 def test_context_windows_for_emma():
