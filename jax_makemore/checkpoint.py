@@ -17,11 +17,43 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from jax_makemore import DEFAULT_DATA_PATH
 from jax_makemore.config import base_config
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError
 
 logging.getLogger("absl").setLevel(logging.ERROR)  # orbax is chatty at WARNING
+
+#: How a checkpoint names the shipped data file instead of its absolute path (a clone's or a
+#: site-packages'), so that a workdir resumes under any install of the package.
+PACKAGED_DATA_PATH = "jax_makemore:datasets/names.txt"
+#: Where the default data file lived before it became package data: checkpoints written then
+#: store this absolute path (`<clone>/data/names.txt`).
+LEGACY_DEFAULT_DATA_PATH = Path(__file__).resolve().parents[1] / "data" / "names.txt"
+
+
+def portable_data_path(data_path: str) -> str:
+    """The `data_path` a checkpoint stores: PACKAGED_DATA_PATH for the shipped file (the
+    default), any other path as given."""
+    return PACKAGED_DATA_PATH if data_path == str(DEFAULT_DATA_PATH) else data_path
+
+
+def local_data_path(stored: str) -> str:
+    """The `data_path` that a stored one means in this install: the shipped file for
+    PACKAGED_DATA_PATH and for the old default of a checkpoint written before the data moved
+    (this clone's `data/names.txt`, or an absolute `.../data/names.txt` whose bytes are the
+    shipped file's); any other path as stored."""
+    if stored == PACKAGED_DATA_PATH:
+        return str(DEFAULT_DATA_PATH)
+    path = Path(stored)
+    if path.is_absolute() and path.parts[-2:] == ("data", "names.txt"):
+        if path == LEGACY_DEFAULT_DATA_PATH or _same_bytes(path, DEFAULT_DATA_PATH):
+            return str(DEFAULT_DATA_PATH)
+    return stored
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    return a.is_file() and a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -67,10 +99,13 @@ def save(
     vocab: Vocab,
     seq_len: int,
 ) -> None:
-    """Write `state` (any pytree of arrays) at `step` together with config, vocab and data facts."""
+    """Write `state` (any pytree of arrays) at `step` together with config, vocab and data facts
+    (the shipped data file as PACKAGED_DATA_PATH, not where this install keeps it)."""
+    stored = json.loads(config.to_json())
+    stored["data_path"] = portable_data_path(stored["data_path"])
     meta = {
         "config_name": config_name,
-        "config": json.loads(config.to_json()),
+        "config": stored,
         "vocab": vocab.to_json(),
         "data": {"seq_len": int(seq_len)},
     }
@@ -104,8 +139,10 @@ def restore_meta(workdir: str | Path, step: int | None = None) -> CheckpointMeta
             f"checkpoint {step} in '{checkpoint_dir(workdir)}' was written by an older "
             "jax_makemore (before config.model became a sub-config); train it again"
         )
+    config = _with_defaults(saved)
+    config.data_path = local_data_path(config.data_path)
     return CheckpointMeta(
-        _with_defaults(saved),
+        config,
         meta["config_name"],
         Vocab.from_json(meta["vocab"]),
         step,
@@ -115,8 +152,10 @@ def restore_meta(workdir: str | Path, step: int | None = None) -> CheckpointMeta
 
 def _with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
     """The saved config over today's defaults for its model, so that a key added to the
-    package since the checkpoint was written reads its default instead of failing."""
+    package since the checkpoint was written reads its default instead of failing, and a
+    model key since removed (a hyper-parameter turned into a call-time choice) is dropped."""
     config = base_config(saved["model"]["name"])
+    saved = {**saved, "model": {k: v for k, v in saved["model"].items() if k in config.model}}
 
     def merge(node: ml_collections.ConfigDict, values: dict[str, Any]) -> None:
         for key, value in values.items():

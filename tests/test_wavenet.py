@@ -1,3 +1,4 @@
+import json
 import math
 
 import chex
@@ -8,8 +9,11 @@ import numpy as np
 import optax
 import pytest
 
+from jax_makemore.checkpoint import _with_defaults
+from jax_makemore.config import base_config
 from jax_makemore.errors import UserError
 from jax_makemore.layers import BatchNorm
+from jax_makemore.models import validate_model_config
 from jax_makemore.models.wavenet import (
     SPECS,
     CausalPairConv,
@@ -133,8 +137,17 @@ def test_pair_conv_matmul_and_lax_conv_agree_with_explicit_pairs():
     kernel = np.asarray(v["params"]["kernel"])
     expected = np.stack([np.concatenate([x[:, s], x[:, s + 4]], -1) @ kernel for s in range(5)], 1)
     for lax_conv in (False, True):
-        y = CausalPairConv(5, 4, lax_conv).apply(v, x)
+        y = CausalPairConv(5, 4).apply(v, x, lax_conv)
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    conv = WaveNetConv(seq_len=7, **TINY)
+    X = sequences(WORDS, seq_len=7)
+    variables = init(conv, X)
+    np.testing.assert_allclose(
+        conv.apply(variables, X, train=False, lax_conv=True),
+        conv.apply(variables, X, train=False),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_conv_form_is_causal():
@@ -218,7 +231,7 @@ def test_specs_expose_the_hyperparameters():
     assert params["block_size"] == 8 and params["n_embd"] == 24 and params["n_hidden"] == 128
     assert params["bn_momentum"] == BatchNorm.momentum and params["out_scale"] == 0.1
     assert conv.takes_seq_len() and not window.takes_seq_len()
-    assert set(conv.hyperparameters()) == set(params) - {"bn_over_time"} | {"lax_conv"}
+    assert set(conv.hyperparameters()) == set(params) - {"bn_over_time"}
 
 
 def test_first_loss_is_about_log_vocab_size():
@@ -242,3 +255,13 @@ def test_three_tanh_layers_are_sown_for_diagnostics():
     _, state = apply(conv, init(conv, X), X, train=True, mutable=["batch_stats", "intermediates"])
     h = {k: v[0].shape for k, v in state["intermediates"].items() if k.startswith("h_")}
     assert h == {"h_BxSxH_1": (4, 13, H), "h_BxSxH_2": (4, 11, H), "h_BxSxH_3": (4, 7, H)}
+
+
+def test_a_checkpoint_config_that_stored_lax_conv_still_loads():
+    """`lax_conv` was a hyper-parameter before it became a call-time choice: a checkpoint that
+    stored it restores to a config without it, which today's model validates."""
+    saved = json.loads(base_config("wavenet_conv").to_json())
+    saved["model"]["lax_conv"] = True
+    config = _with_defaults(saved)
+    assert "lax_conv" not in config.model
+    validate_model_config(config.model)

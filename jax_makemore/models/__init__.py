@@ -48,11 +48,6 @@ def get_spec(name: str) -> ModelSpec:
     return specs[name]
 
 
-def spec_of(config: ml_collections.ConfigDict) -> ModelSpec:
-    """The spec of a full config (its `model.name`)."""
-    return get_spec(config.model.name)
-
-
 def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
     """`config.model` for model `name`: its name and its hyper-parameters at their defaults,
     then `overrides` (which must be hyper-parameters of that model)."""
@@ -89,6 +84,16 @@ def build_model(model: ml_collections.ConfigDict, vocab_size: int, seq_len: int 
     return get_spec(model.name).build(model, vocab_size, seq_len)
 
 
+def check_packable(model: ml_collections.ConfigDict, packed: bool) -> None:
+    """A one-line UserError when `packed` training is asked of a model whose spec does not
+    declare `packs` (a windows model, or a sequences model that needs one word per row)."""
+    if packed and not get_spec(model.name).packs:
+        raise UserError(
+            f"config key packed=True: model {model.name!r} trains on one padded word per row "
+            "only; set --config.packed=False"
+        )
+
+
 def input_length(model: ml_collections.ConfigDict, seq_len: int) -> int:
     """Length T of the model's input rows: the window width, or the padded word length."""
     return model.block_size if get_spec(model.name).layout == "windows" else seq_len
@@ -99,11 +104,11 @@ __all__ = [
     "Layout",
     "ModelSpec",
     "build_model",
+    "check_packable",
     "get_spec",
     "input_length",
     "model_config",
     "model_names",
     "registry",
-    "spec_of",
     "validate_model_config",
 ]

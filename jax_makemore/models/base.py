@@ -2,12 +2,22 @@
 train, evaluate, sample, plot and resume it without knowing its name.
 
 A model file defines a Flax Linen module and a module-level `SPECS` tuple of `ModelSpec`s. The
-module is called as `module.apply(variables, idx_BxT, train=...)` and returns
+module is called as
+
+    module.apply(variables, idx_BxT, train=..., segment_BxT=None, position_BxT=None)
+
+and returns
 
 * `logits_BxV` (layout `windows`: `idx_BxT` is a context window, the logits predict the next
-  character), or
-* `logits_BxTxV` (layout `sequences`: `idx_BxT` is a whole padded word, position t predicts
-  character t + 1; the model must be causal).
+  character; a windows module takes `idx_BxT` and `train` only), or
+* `logits_BxTxV` (layout `sequences`: position t predicts the token at t + 1; the model must be
+  causal). With the two keyword-only extras at None, each row of `idx_BxT` is one padded word
+  starting at position 0. A packed row (`packing.py`) lays several words end to end and says
+  where they are: `segment_BxT` (int32) numbers the row's words 1, 2, ... and is 0 on empty
+  positions; `position_BxT` (int32) is the position within the word, 0 at the word's boundary
+  token. A model whose spec declares `packs=True` must then let no position see another word,
+  and give each word the logits it gets alone in a padded row. Further call-time switches (a
+  decoding mode) are keyword arguments of this same call, never module fields.
 
 Optional: running statistics in the `batch_stats` collection; a `dropout` rng stream when
 `train=True`; tanh hidden states sown into `intermediates` under names starting with `h_` (the
@@ -26,6 +36,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import linen as nn
 
@@ -52,6 +64,8 @@ class ModelSpec:
     loss_and_grads: a hand-written gradient instead of `jax.value_and_grad`:
         `loss_and_grads(module, params, batch_stats, X_BxT, Y_B) -> (loss, grads, batch_stats)`,
         pure and jit-compatible; the train step uses it when given.
+    packs: the module takes packed rows (`segment_BxT`, `position_BxT`), so training may lay
+        several words in one row instead of padding each word to its own.
     """
 
     name: str
@@ -60,6 +74,7 @@ class ModelSpec:
     validate: Callable[[ml_collections.ConfigDict], None] | None = None
     fit: Callable[..., Any] | None = None
     loss_and_grads: Callable[..., Any] | None = None
+    packs: bool = False
 
     def hyperparameters(self) -> dict[str, Any]:
         """The module's defaulted fields that the config sets: {field name: default}."""
@@ -87,3 +102,21 @@ class ModelSpec:
         if self.takes_seq_len():
             kwargs["seq_len"] = seq_len
         return self.module(vocab_size=vocab_size, **kwargs)
+
+
+def causal_word_mask(T: int, segment_BxT: jax.Array | None = None) -> jax.Array:
+    """Which positions each position may read: mask_1xTxT (padded rows) or mask_BxTxT (packed
+    rows), True where key k <= query q and, in a packed row, both lie in the same segment.
+    Empty positions (segment 0) see only each other, so no query row is ever all False (a
+    softmax over nothing would be NaN, and NaN survives the loss mask in the gradient)."""
+    causal_1xTxT = jnp.tril(jnp.ones((1, T, T), bool))
+    if segment_BxT is None:
+        return causal_1xTxT
+    same_BxTxT = segment_BxT[:, :, None] == segment_BxT[:, None, :]
+    return causal_1xTxT & same_BxTxT
+
+
+def check_word_layout(segment_BxT: jax.Array | None, position_BxT: jax.Array | None) -> None:
+    """A packed row needs both its segment ids and its positions; a padded row neither."""
+    if (segment_BxT is None) != (position_BxT is None):
+        raise ValueError("segment_BxT and position_BxT are given together or not at all")

@@ -3,8 +3,11 @@
 
 wte + wpe -> x + causal_average(x) -> x + Dense(tanh(Dense(x))) -> lm_head.
 
-Shape letters: B batch, T positions (<= seq_len), C n_embd, H n_embd2 (MLP hidden),
-V vocab_size.
+Shape letters: B batch, T positions (<= seq_len in a padded row; any width in a packed row),
+C n_embd, H n_embd2 (MLP hidden), V vocab_size.
+
+Packed rows (`segment_BxT`, `position_BxT`, see `base.py`): the average runs over the positions
+of the word only, and the position embedding is indexed by the position within the word.
 
 Initialisation as the PyTorch modules makemore.py builds: embeddings N(0, 1), every Linear
 `torch_dense` (U(+-1/sqrt(fan_in))); the lm_head gets `LM_HEAD_INIT` so that the first loss is
@@ -18,19 +21,22 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jax_makemore.layers import EMBED_INIT, lm_head, torch_dense
-from jax_makemore.models.base import ModelSpec
+from jax_makemore.models.base import ModelSpec, causal_word_mask, check_word_layout
 
 
-def causal_average(x_BxTxC: jax.Array) -> jax.Array:
-    """y[:, t] = mean(x[:, :t + 1]): attention with equal weights on positions <= t."""
+def causal_average(x_BxTxC: jax.Array, segment_BxT: jax.Array | None = None) -> jax.Array:
+    """y[:, t] = mean(x[:, :t + 1]): attention with equal weights on positions <= t (of the
+    same segment, when `segment_BxT` is given)."""
     T = x_BxTxC.shape[1]
-    causal_TxT = jnp.tril(jnp.ones((T, T), x_BxTxC.dtype))
-    att_TxT = causal_TxT / causal_TxT.sum(axis=1, keepdims=True)
-    return jnp.einsum("qk,bkc->bqc", att_TxT, x_BxTxC)
+    visible_BxTxT = causal_word_mask(T, segment_BxT).astype(x_BxTxC.dtype)
+    att_BxTxT = visible_BxTxT / visible_BxTxT.sum(axis=2, keepdims=True)
+    if segment_BxT is None:  # one TxT matrix for the whole batch
+        return jnp.einsum("qk,bkc->bqc", att_BxTxT[0], x_BxTxC)
+    return jnp.einsum("bqk,bkc->bqc", att_BxTxT, x_BxTxC)
 
 
 class BoW(nn.Module):
-    """Causal bag-of-words language model over padded words; logits_BxTxV."""
+    """Causal bag-of-words language model over padded or packed words; logits_BxTxV."""
 
     vocab_size: int
     seq_len: int
@@ -38,18 +44,28 @@ class BoW(nn.Module):
     n_embd2: int = 64
 
     @nn.compact
-    def __call__(self, idx_BxT: jax.Array, train: bool) -> jax.Array:
+    def __call__(
+        self,
+        idx_BxT: jax.Array,
+        train: bool,
+        *,
+        segment_BxT: jax.Array | None = None,
+        position_BxT: jax.Array | None = None,
+    ) -> jax.Array:
+        check_word_layout(segment_BxT, position_BxT)
         T = idx_BxT.shape[1]
         C, H = self.n_embd, self.n_embd2
         tok_BxTxC = nn.Embed(self.vocab_size, C, embedding_init=EMBED_INIT, name="wte")(idx_BxT)
-        pos_TxC = nn.Embed(self.seq_len, C, embedding_init=EMBED_INIT, name="wpe")(jnp.arange(T))
-        x_BxTxC = tok_BxTxC + pos_TxC
+        # a padded row's positions are 0..T-1 (one 1xT row, broadcast over the batch)
+        position_BxT = jnp.arange(T)[None] if position_BxT is None else position_BxT
+        pos_BxTxC = nn.Embed(self.seq_len, C, embedding_init=EMBED_INIT, name="wpe")(position_BxT)
+        x_BxTxC = tok_BxTxC + pos_BxTxC
         # makemore's BoWBlock: two residual steps, context average then MLP
-        x_BxTxC = x_BxTxC + causal_average(x_BxTxC)
+        x_BxTxC = x_BxTxC + causal_average(x_BxTxC, segment_BxT)
         h_BxTxH = jnp.tanh(torch_dense(H, C, name="c_fc")(x_BxTxC))
         self.sow("intermediates", "h_BxTxH", h_BxTxH)
         x_BxTxC = x_BxTxC + torch_dense(C, H, name="c_proj")(h_BxTxH)
         return lm_head(self.vocab_size)(x_BxTxC)
 
 
-SPECS = (ModelSpec("bow", BoW, "sequences"),)
+SPECS = (ModelSpec("bow", BoW, "sequences", packs=True),)

@@ -6,6 +6,9 @@ lm_head(h_t) at every position. Causal by construction: h_t only reads x_1..x_t.
 Shape letters: B batch, T positions, E n_embd (token embedding), H n_embd2 (hidden state),
 V vocab_size.
 
+Packed rows (`segment_BxT`, `position_BxT`, see `base.py`): the state goes back to the learned
+start state at every word start (position 0), so no state crosses from one word to the next.
+
 Initialisation as the PyTorch modules makemore.py builds: embeddings N(0, 1), every Linear
 `torch_dense` (U(+-1/sqrt(fan_in))), the start state zeros; the lm_head gets `LM_HEAD_INIT`
 so that the first loss is ~ln(vocab_size). The hidden states are sown as `h_BxTxH`.
@@ -18,7 +21,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jax_makemore.layers import EMBED_INIT, lm_head, torch_dense
-from jax_makemore.models.base import ModelSpec
+from jax_makemore.models.base import ModelSpec, check_word_layout
 
 
 class RNNCell(nn.Module):
@@ -63,22 +66,36 @@ class RNN(nn.Module):
         return RNNCell
 
     @nn.compact
-    def __call__(self, idx_BxT: jax.Array, train: bool) -> jax.Array:
+    def __call__(
+        self,
+        idx_BxT: jax.Array,
+        train: bool,
+        *,
+        segment_BxT: jax.Array | None = None,
+        position_BxT: jax.Array | None = None,
+    ) -> jax.Array:
+        check_word_layout(segment_BxT, position_BxT)
         B = idx_BxT.shape[0]
         emb_BxTxE = nn.Embed(self.vocab_size, self.n_embd, embedding_init=EMBED_INIT, name="wte")(
             idx_BxT
         )
         start_1xH = self.param("start", nn.initializers.zeros, (1, self.n_embd2))
         h0_BxH = jnp.broadcast_to(start_1xH, (B, self.n_embd2))
+        # a padded row starts one word at t = 0 only: no per-step reset to compute
+        restart_BxT = None if position_BxT is None else position_BxT == 0
+
+        def step(cell: nn.Module, h_BxH: jax.Array, inputs: tuple) -> tuple:
+            x_BxE, restart_B = inputs
+            if restart_B is not None:
+                h_BxH = jnp.where(restart_B[:, None], start_1xH, h_BxH)
+            return cell(h_BxH, x_BxE)
+
         # one set of cell params shared by every time step
-        scan_cell = nn.scan(
-            self.cell_type(),
-            variable_broadcast="params",
-            split_rngs={"params": False},
-            in_axes=1,
-            out_axes=1,
+        scan = nn.scan(
+            step, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1
         )
-        _, h_BxTxH = scan_cell(self.n_embd2, name="cell")(h0_BxH, emb_BxTxE)
+        cell = self.cell_type()(self.n_embd2, name="cell")
+        _, h_BxTxH = scan(cell, h0_BxH, (emb_BxTxE, restart_BxT))
         self.sow("intermediates", "h_BxTxH", h_BxTxH)
         return lm_head(self.vocab_size)(h_BxTxH)
 
@@ -91,6 +108,6 @@ class GRU(RNN):
 
 
 SPECS = (
-    ModelSpec("rnn", RNN, "sequences"),
-    ModelSpec("gru", GRU, "sequences"),
+    ModelSpec("rnn", RNN, "sequences", packs=True),
+    ModelSpec("gru", GRU, "sequences", packs=True),
 )

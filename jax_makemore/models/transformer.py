@@ -2,8 +2,12 @@
 
 wte + wpe -> n_layer x [x + attn(ln_1(x)); x + mlp(ln_2(x))] -> ln_f -> lm_head (no bias).
 
-Shape letters: B batch, T positions (<= seq_len), C n_embd, A heads, D = C / A per head,
-V vocab_size.
+Shape letters: B batch, T positions (<= seq_len in a padded row; any width in a packed row),
+C n_embd, A heads, D = C / A per head, V vocab_size.
+
+Packed rows (`segment_BxT`, `position_BxT`, see `base.py`): attention is causal and stays inside
+a word, and the position embedding is indexed by the position within the word, so each word's
+logits are those it gets alone in a padded row.
 
 Initialisation follows the PyTorch modules makemore.py builds, which keep their defaults (no
 GPT-2 special init): every Linear gets `torch_dense` (U(+-1/sqrt(fan_in)) for weight and
@@ -28,17 +32,20 @@ from flax import linen as nn
 
 from jax_makemore.errors import UserError
 from jax_makemore.layers import EMBED_INIT, LAYERNORM_EPS, lm_head, torch_dense
-from jax_makemore.models.base import ModelSpec
+from jax_makemore.models.base import ModelSpec, causal_word_mask, check_word_layout
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head attention where position t attends to positions <= t only."""
+    """Multi-head attention where position t attends to positions <= t only (of its own word,
+    when `segment_BxT` is given)."""
 
     n_head: int
     dropout: float
 
     @nn.compact
-    def __call__(self, x_BxTxC: jax.Array, train: bool) -> jax.Array:
+    def __call__(
+        self, x_BxTxC: jax.Array, train: bool, segment_BxT: jax.Array | None = None
+    ) -> jax.Array:
         B, T, C = x_BxTxC.shape
         A = self.n_head
         D = C // A
@@ -49,8 +56,8 @@ class CausalSelfAttention(nn.Module):
         k_BxTxAxD = k_BxTxC.reshape(B, T, A, D)
         v_BxTxAxD = v_BxTxC.reshape(B, T, A, D)
         att_BxAxTxT = jnp.einsum("bqhd,bkhd->bhqk", q_BxTxAxD, k_BxTxAxD) / math.sqrt(D)
-        causal_TxT = jnp.tril(jnp.ones((T, T), bool))
-        att_BxAxTxT = jnp.where(causal_TxT, att_BxAxTxT, -jnp.inf)
+        visible_Bx1xTxT = causal_word_mask(T, segment_BxT)[:, None]
+        att_BxAxTxT = jnp.where(visible_Bx1xTxT, att_BxAxTxT, -jnp.inf)
         att_BxAxTxT = jax.nn.softmax(att_BxAxTxT, axis=-1)
         att_BxAxTxT = nn.Dropout(self.dropout)(att_BxAxTxT, deterministic=not train)
         y_BxTxAxD = jnp.einsum("bhqk,bkhd->bqhd", att_BxAxTxT, v_BxTxAxD)
@@ -66,11 +73,13 @@ class Block(nn.Module):
     dropout: float
 
     @nn.compact
-    def __call__(self, x_BxTxC: jax.Array, train: bool) -> jax.Array:
+    def __call__(
+        self, x_BxTxC: jax.Array, train: bool, segment_BxT: jax.Array | None = None
+    ) -> jax.Array:
         C = x_BxTxC.shape[-1]
         ln_1 = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_1")
         x_BxTxC = x_BxTxC + CausalSelfAttention(self.n_head, self.dropout, name="attn")(
-            ln_1(x_BxTxC), train
+            ln_1(x_BxTxC), train, segment_BxT
         )
         h_BxTxC = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_2")(x_BxTxC)
         h_BxTx4C = torch_dense(4 * C, C, name="c_fc")(h_BxTxC)
@@ -81,7 +90,7 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """GPT language model over padded words; logits_BxTxV, causal."""
+    """GPT language model over padded or packed words; logits_BxTxV, causal."""
 
     vocab_size: int
     seq_len: int
@@ -91,17 +100,29 @@ class Transformer(nn.Module):
     dropout: float = 0.0
 
     @nn.compact
-    def __call__(self, idx_BxT: jax.Array, train: bool) -> jax.Array:
+    def __call__(
+        self,
+        idx_BxT: jax.Array,
+        train: bool,
+        *,
+        segment_BxT: jax.Array | None = None,
+        position_BxT: jax.Array | None = None,
+    ) -> jax.Array:
+        check_word_layout(segment_BxT, position_BxT)
         T = idx_BxT.shape[1]
         tok_BxTxC = nn.Embed(self.vocab_size, self.n_embd, embedding_init=EMBED_INIT, name="wte")(
             idx_BxT
         )
-        pos_TxC = nn.Embed(self.seq_len, self.n_embd, embedding_init=EMBED_INIT, name="wpe")(
-            jnp.arange(T)
+        # a padded row's positions are 0..T-1 (one 1xT row, broadcast over the batch)
+        position_BxT = jnp.arange(T)[None] if position_BxT is None else position_BxT
+        pos_BxTxC = nn.Embed(self.seq_len, self.n_embd, embedding_init=EMBED_INIT, name="wpe")(
+            position_BxT
         )
-        x_BxTxC = nn.Dropout(self.dropout)(tok_BxTxC + pos_TxC, deterministic=not train)
+        x_BxTxC = nn.Dropout(self.dropout)(tok_BxTxC + pos_BxTxC, deterministic=not train)
         for i in range(self.n_layer):
-            x_BxTxC = Block(self.n_head, self.dropout, name=f"block_{i}")(x_BxTxC, train)
+            x_BxTxC = Block(self.n_head, self.dropout, name=f"block_{i}")(
+                x_BxTxC, train, segment_BxT
+            )
         x_BxTxC = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_f")(x_BxTxC)
         return lm_head(self.vocab_size, use_bias=False)(x_BxTxC)
 
@@ -117,4 +138,4 @@ def validate(model: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key model.dropout={model.dropout} must be in [0, 1)")
 
 
-SPECS = (ModelSpec("transformer", Transformer, "sequences", validate=validate),)
+SPECS = (ModelSpec("transformer", Transformer, "sequences", validate=validate, packs=True),)

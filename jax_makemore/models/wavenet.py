@@ -175,19 +175,19 @@ class CausalPairConv(nn.Module):
     The kernel keeps Dense's name and 2C x H shape (and its initialiser, so both forms draw the
     same values from one key); rows of the earlier position come first, as in the flatten.
 
-    By default the convolution is one matmul over the shifted pairs; `lax_conv` computes the
-    same numbers with `jax.lax.conv_general_dilated`, whose CPU lowering is much slower.
+    By default the convolution is one matmul over the shifted pairs; `lax_conv=True` computes
+    the same numbers with `jax.lax.conv_general_dilated`, whose CPU lowering is much slower (a
+    call-time choice, kept to check the two against each other).
     """
 
     features: int
     dilation: int
-    lax_conv: bool = False
 
     @nn.compact
-    def __call__(self, x_BxSxC: jax.Array) -> jax.Array:
+    def __call__(self, x_BxSxC: jax.Array, lax_conv: bool = False) -> jax.Array:
         S, C, d = x_BxSxC.shape[1], x_BxSxC.shape[2], self.dilation
         kernel_DxH = self.param("kernel", kaiming_normal(TANH_GAIN), (2 * C, self.features))
-        if self.lax_conv:
+        if lax_conv:
             return jax.lax.conv_general_dilated(
                 x_BxSxC,
                 kernel_DxH.reshape(2, C, self.features),
@@ -211,7 +211,11 @@ class WaveNetConv(nn.Module):
     position as often as the windows of the word's real positions (t = 0 and every t whose
     token is not the boundary) contain it, so they equal the window form's on those windows.
 
-    `lax_conv`: compute the levels with `jax.lax.conv_general_dilated` (see `CausalPairConv`).
+    It trains on one padded word per row only (its spec does not declare `packs`): a packed
+    row would need the BatchNorm weights and the left padding restarted at every word. The
+    call takes the contract's `segment_BxT` / `position_BxT` and refuses them.
+    `lax_conv=True` computes the levels with `jax.lax.conv_general_dilated` (see
+    `CausalPairConv`).
     """
 
     vocab_size: int
@@ -222,10 +226,19 @@ class WaveNetConv(nn.Module):
     out_scale: float = WaveNet.out_scale
     bn_momentum: float = WaveNet.bn_momentum
     bn_eps: float = WaveNet.bn_eps
-    lax_conv: bool = False
 
     @nn.compact
-    def __call__(self, idx_BxL: jax.Array, train: bool) -> jax.Array:
+    def __call__(
+        self,
+        idx_BxL: jax.Array,
+        train: bool,
+        *,
+        segment_BxT: jax.Array | None = None,
+        position_BxT: jax.Array | None = None,
+        lax_conv: bool = False,
+    ) -> jax.Array:
+        if segment_BxT is not None or position_BxT is not None:
+            raise ValueError("WaveNetConv takes one padded word per row, not packed rows")
         B, L = idx_BxL.shape
         boundary = self.vocab_size - 1
         # padding is the boundary token, which never occurs inside a word
@@ -234,9 +247,9 @@ class WaveNetConv(nn.Module):
         pad_BxK = jnp.full((B, self.block_size - 1), boundary, idx_BxL.dtype)
         x_BxSxC = _embed(self)(jnp.concatenate([pad_BxK, idx_BxL], axis=1))
         for level in range(1, num_levels(self.block_size) + 1):
-            preact_BxSxH = CausalPairConv(
-                self.n_hidden, 2 ** (level - 1), self.lax_conv, name=f"dense_{level}"
-            )(x_BxSxC)
+            preact_BxSxH = CausalPairConv(self.n_hidden, 2 ** (level - 1), name=f"dense_{level}")(
+                x_BxSxC, lax_conv
+            )
             preact_BxSxH = MaskedBatchNorm(self.bn_momentum, self.bn_eps, name=f"bn_{level}")(
                 preact_BxSxH, weights[level - 1], train
             )
