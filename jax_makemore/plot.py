@@ -30,7 +30,7 @@ import numpy as np
 
 from jax_makemore import diagnostics
 from jax_makemore.errors import UserError, run_cli
-from jax_makemore.run import read_jsonl
+from jax_makemore.workdir import read_jsonl
 
 #: Characters drawn in a second colour on the embedding map, to make the clusters easy to see.
 VOWELS = "aeiou"

@@ -2,16 +2,16 @@
 
 Reads top to bottom like the Flax examples: `create_train_state`, `make_train_step` (one pure
 step), `make_train_chunk` (a jit-compiled chunk of steps inside one `lax.scan`), and
-`train_and_evaluate`, which drives them: it evaluates, checkpoints, logs `metrics.jsonl` and
-writes `results.json`. Workdir policy, logging and signals live in `run.py`; the loss and
-evaluation in `loss.py`.
+`Run`, the program the one training loop (`loop.py`) drives for a single model, and
+`train_and_evaluate`. The loop evaluates, checkpoints, logs and writes `results.json`; the
+workdir policy lives in `workdir.py`, the logs in `logs.py`, the loss and evaluation in
+`loss.py`, the memory check in `memory.py`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,14 +27,17 @@ from flax.training import train_state
 
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import config as config_lib
-from jax_makemore import diagnostics, parallel, run
+from jax_makemore import diagnostics, memory, parallel
 from jax_makemore.data import SPLITS, Dataset, dataset_from_config
 from jax_makemore.errors import DivergedError, Interrupted, UserError, run_cli
+from jax_makemore.logs import NullLog, RunLog, StepProgress
+from jax_makemore.loop import ChunkOut, Loop, Member, chunk_ends
 from jax_makemore.loss import evaluate_loss, make_eval_step, mean_nll
 from jax_makemore.models import ModelSpec, get_spec, input_length
 from jax_makemore.optim import build_optimizer, learning_rate_schedule
 from jax_makemore.restore import variables_of
 from jax_makemore.sample import default_max_len, generate, label_words
+from jax_makemore.workdir import check_resumable, prepare_workdir
 
 
 class TrainState(train_state.TrainState):
@@ -171,18 +174,10 @@ def num_params(params: Any) -> int:
     return int(sum(p.size for p in jax.tree.leaves(params)))
 
 
-def chunk_ends(start: int, stop: int, every: Sequence[int]) -> list[int]:
-    """Steps after `start` at which a chunk ends: multiples of each period in `every`, and `stop`.
-    Boundaries depend only on the step number, so a resumed run compiles the same chunks."""
-    ends = {stop}
-    for period in every:
-        ends.update(range((start // period + 1) * period, stop, period))
-    return sorted(e for e in ends if start < e <= stop)
-
-
 @dataclasses.dataclass
 class Run:
-    """Everything one training run holds: the data, the model, the state and where it goes."""
+    """One training run as the loop's program (loop.Program, one member): the data, the
+    model, the state, its compiled chunks and where it is saved."""
 
     config: ml_collections.ConfigDict
     config_name: str
@@ -194,40 +189,66 @@ class Run:
     X_train: jax.Array
     Y_train: jax.Array
     mesh: jax.sharding.Mesh
-    manager: Any
-    start: int
     sample_key: jax.Array
+    step: int = 0
+    manager: Any = None
+    compiled: dict[int, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.diagnostics_every = diagnostics.every_from_config(self.config)  # 0: off
+        self.schedule = learning_rate_schedule(self.config)
+        self.eval_step = make_eval_step(self.model)
 
     def variables(self) -> dict[str, Any]:
         """This process's copy of the model's variables (params and running statistics)."""
         return parallel.local_copy(variables_of(self.state.params, self.state.batch_stats))
 
-    def save(self) -> None:
-        ckpt.save(
-            self.manager,
-            int(self.state.step),
-            self.state,
-            self.config,
-            self.config_name,
-            self.ds.vocab,
-            self.ds.seq_len,
-        )
+    def compile(self, k: int) -> None:
+        if k not in self.compiled:
+            fn = make_train_chunk(
+                self.model, batch_size=self.config.batch_size, num_steps=k,
+                full_batch=self.config.full_batch, measure_first=bool(self.diagnostics_every),
+                mesh=self.mesh, spec=self.spec,
+            )  # fmt: skip
+            self.compiled[k] = fn.lower(self.state, self.X_train, self.Y_train).compile()
+
+    def chunk(self, k: int) -> ChunkOut:
+        self.state, out = self.compiled[k](self.state, self.X_train, self.Y_train)
+        records = None
+        if self.diagnostics_every:
+            out, diag = jax.device_get(out)
+            if self.step % self.diagnostics_every == 0:  # chunks also end at these multiples
+                records = [diagnostics.record(diag, self.step)]
+        losses_1xK = np.asarray(out)[None]  # the one host sync per chunk
+        self.step += k
+        return ChunkOut(losses_1xK, records)
+
+    def evaluate(self) -> list[dict[str, float | None]]:
+        variables = self.variables()
+        rows = self.config.eval_batch_size
+        return [{s: evaluate_loss(self.eval_step, variables, *self.ds.split(s), rows) for s in SPLITS}]
+
+    def save(self, indices: Sequence[int]) -> None:
+        if indices and self.manager.latest_step() != self.step:
+            ckpt.save(
+                self.manager, self.step, self.state, self.config, self.config_name,
+                self.ds.vocab, self.ds.seq_len,
+            )  # fmt: skip
+
+    def latest_checkpoint(self, i: int) -> int | None:
+        return self.manager.latest_step()
+
+    def learning_rate(self, i: int, step: int) -> float:
+        return float(self.schedule(step))
 
 
-def start_run(
-    config: ml_collections.ConfigDict,
-    config_name: str,
-    workdir: Path,
-    resume: bool,
-    overwrite: bool,
-) -> Run:
-    """Prepare the workdir, load the data, build the model and its state (fitted, fresh or
-    restored from the workdir's checkpoint), placed on the mesh."""
+def build_run(config: ml_collections.ConfigDict, config_name: str, workdir: Path) -> Run:
+    """The data, the model and its fresh state (fitted, for a closed-form model), placed on the
+    mesh; nothing is written yet."""
     spec = get_spec(config.model.name)
     mesh = parallel.make_mesh(config.num_devices)
     if spec.fit is None and not config.full_batch:
         parallel.check_batch_size(config.batch_size, mesh)
-    resuming = parallel.on_primary(lambda: run.prepare_workdir(workdir, resume, overwrite))
     ds = dataset_from_config(config)
     model = spec.build(config.model, ds.vocab.size, ds.seq_len)
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
@@ -238,109 +259,86 @@ def start_run(
         config.num_steps = 0
     # replicated on every device of the mesh; a restored state keeps these shardings
     state, X_train, Y_train = parallel.replicate((state, X_train, Y_train), mesh)
-    manager = ckpt.make_manager(workdir, keep=config.keep_checkpoints)
+    return Run(config, config_name, workdir, spec, ds, model, state, X_train, Y_train, mesh, sample_key)
+
+
+def check_memory(r: Run, first_chunk: int) -> None:
+    """Stop before training, with the cause and the flag that fixes it, when the first chunk
+    or an evaluation batch needs more memory than the machine has (the chunk is compiled here
+    and kept for the loop)."""
+    per_device = 1 if jax.devices()[0].platform != "cpu" else r.mesh.size  # CPU devices share RAM
+    need = None
+    if first_chunk > 0:
+        r.compile(first_chunk)
+        need = memory.compiled_bytes(r.compiled[first_chunk])
+    X, Y = r.ds.split("train")
+    rows = min(r.config.eval_batch_size, len(X))
+    shapes = [jax.ShapeDtypeStruct((rows, *a.shape[1:]), a.dtype) for a in (X, Y)]
+    eval_need = memory.compiled_bytes(r.eval_step.lower(r.variables(), *shapes).compile())
+    if need is None or (eval_need is not None and eval_need > need):
+        need, what = eval_need, f"evaluation in batches of {rows} rows (eval_batch_size)"
+    else:
+        what = f"a train step of model {r.config.model.name!r}"
+    memory.check_fits(None if need is None else need * per_device, what, *memory_cause(r))
+
+
+def memory_cause(r: Run) -> tuple[str, str]:
+    """What makes a step large, and the flag that makes it smaller: the longest line when it
+    stretches every row of the sequences layout, else the batch size."""
+    c, ds = r.config, r.ds
+    lengths = sorted(len(w) for split in ds.words for w in split)
+    typical = lengths[int(0.999 * (len(lengths) - 1))]
+    if r.spec.layout == "sequences" and ds.longest_word > 4 * max(typical, 1):
+        line, length = longest_line(ds.path)
+        return (
+            f"line {line} of data file '{ds.path}' has {length} characters, so every row is "
+            f"{ds.seq_len} positions long",
+            f"refuse such lines with --config.max_word_length={typical} (or lower "
+            f"--config.batch_size={c.batch_size})",
+        )
+    return f"batch_size={c.batch_size}", "lower --config.batch_size"
+
+
+def longest_line(path: Path) -> tuple[int, int]:
+    """(line number, length) of the longest stripped line of a text file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    number = max(range(len(lines)), key=lambda n: len(lines[n].strip()))
+    return number + 1, len(lines[number].strip())
+
+
+def start_run(
+    config: ml_collections.ConfigDict,
+    config_name: str,
+    workdir: Path,
+    resume: bool,
+    overwrite: bool,
+) -> Run:
+    """Build the run, check that it fits in memory, then prepare the workdir (nothing in it is
+    touched before) and restore the workdir's checkpoint when resuming."""
+    r = build_run(config, config_name, workdir)
+    start = 0
+    if resume and ckpt.has_checkpoint(workdir):
+        start = ckpt.restore_meta(workdir).step
+    ends = chunk_ends(start, config.num_steps, run_periods(config))
+    check_memory(r, ends[0] - start if ends else 0)
+    resuming = parallel.on_primary(lambda: prepare_workdir(workdir, resume, overwrite))
+    r.manager = ckpt.make_manager(workdir, keep=config.keep_checkpoints)
     if resuming:
         meta = ckpt.restore_meta(workdir)
-        run.check_resumable(meta.config, config, workdir)
-        if meta.vocab != ds.vocab:
+        check_resumable(meta.config, config, workdir)
+        if meta.vocab != r.ds.vocab:
             raise UserError(
                 f"checkpoint in '{workdir}' has a different vocabulary than '{config.data_path}'"
             )
-        state = ckpt.restore_state(workdir, meta.step, target=state)
-    return Run(
-        config, config_name, workdir, spec, ds, model, state, X_train, Y_train, mesh, manager,
-        int(state.step), sample_key,
-    )  # fmt: skip
+        r.state = ckpt.restore_state(workdir, meta.step, target=r.state)
+    r.step = int(r.state.step)
+    return r
 
 
-def evaluate_splits(r: Run, eval_step: Callable) -> dict[str, float | None]:
-    variables = r.variables()
-    return {
-        s: evaluate_loss(eval_step, variables, *r.ds.split(s), r.config.eval_batch_size)
-        for s in SPLITS
-    }
-
-
-def check_divergence(losses_K: np.ndarray, step: int, r: Run) -> None:
-    """Stop with DivergedError when a loss of the chunk that started at `step` is NaN, inf or
-    above `divergence_loss`; the last checkpoint stays."""
-    diverged_K = ~np.isfinite(losses_K) | (losses_K > r.config.divergence_loss)
-    if not diverged_K.any():
-        return
-    first = int(np.argmax(diverged_K))
-    last = r.manager.latest_step()
-    kept = (
-        f"checkpoint {last} in '{r.workdir}' is kept"
-        if last is not None
-        else "no checkpoint was written"
-    )
-    raise DivergedError(
-        f"training diverged: the loss became {losses_K[first]:.4g} at step {step + first + 1} "
-        f"(learning_rate={r.config.learning_rate}, divergence_loss={r.config.divergence_loss}); {kept}"
-    )
-
-
-def train_chunks(r: Run, logger: Any) -> tuple[float, float, dict[str, float | None] | None]:
-    """Run the compiled chunks from `r.start` to `num_steps`: log, evaluate, checkpoint at their
-    ends, stop on divergence or a signal (Interrupted, after a checkpoint). Returns (compile
-    seconds, train seconds, the split losses of the last evaluation, or None when none ran)."""
-    config = r.config
-    every = diagnostics.every_from_config(config)  # 0: off
-    periods = (config.steps_per_call, config.eval_every, config.checkpoint_every)
-    schedule = learning_rate_schedule(config)
-    eval_step = make_eval_step(r.model)
-    compiled: dict[int, Any] = {}
-    compile_seconds = train_seconds = 0.0
-    step, split_loss = r.start, None
-    with run.StopFlag() as stop:
-        for end in chunk_ends(r.start, config.num_steps, periods + ((every,) if every else ())):
-            k = end - step
-            if k not in compiled:
-                t0 = time.perf_counter()
-                fn = make_train_chunk(
-                    r.model, batch_size=config.batch_size, num_steps=k,
-                    full_batch=config.full_batch, measure_first=bool(every), mesh=r.mesh,
-                    spec=r.spec,
-                )  # fmt: skip
-                compiled[k] = fn.lower(r.state, r.X_train, r.Y_train).compile()
-                compile_seconds += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            r.state, out = compiled[k](r.state, r.X_train, r.Y_train)
-            if every:
-                out, diag = jax.device_get(out)
-                if step % every == 0:  # chunks also end at these multiples
-                    diagnostics.append_records(r.workdir, [diagnostics.record(diag, step)])
-            losses_K = np.asarray(out)  # the one host sync per chunk
-            dt = time.perf_counter() - t0
-            train_seconds += dt
-            check_divergence(losses_K, step, r)
-            step = end
-            record = {
-                "step": step,
-                "loss": float(losses_K.mean()),
-                "lr": float(schedule(step - 1)),
-                "steps_per_sec": k / dt,
-            }
-            if step % config.eval_every == 0 or step == config.num_steps:
-                record["split_loss"] = split_loss = evaluate_splits(r, eval_step)
-                shown = "  ".join(
-                    f"{s} {v:.4f}" for s, v in record["split_loss"].items() if v is not None
-                )
-                logger.info(f"step {step}: {shown}")
-            logger.write(record)
-            logger.progress(step, record["loss"], record["steps_per_sec"])
-            if step % config.checkpoint_every == 0 or step == config.num_steps:
-                r.save()
-            if parallel.any_process(stop.signum is not None):
-                signum = stop.signum or signal.SIGTERM  # a peer process got the signal
-                if r.manager.latest_step() != step:
-                    r.save()
-                name = signal.Signals(signum).name
-                logger.info(
-                    f"{name}: saved checkpoint at step {step} in '{r.workdir}'; continue with --resume"
-                )
-                raise Interrupted(int(signum))
-    return compile_seconds, train_seconds, split_loss
+def run_periods(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """Every period a chunk of a single run ends at (the loop's and the diagnostics')."""
+    every = diagnostics.every_from_config(config)
+    return (config.steps_per_call, config.eval_every, config.checkpoint_every, every)
 
 
 def train_and_evaluate(
@@ -353,45 +351,43 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Train `config` in `workdir`, evaluate every split, checkpoint, and return results.json
     (with `samples` when `num_samples`, default config.num_samples, is > 0). A SIGINT/SIGTERM
-    raises `Interrupted` after saving a checkpoint that `resume=True` continues."""
+    raises `Interrupted` after saving a checkpoint that `resume=True` continues; a diverged run
+    raises DivergedError."""
     t_start = time.perf_counter()
     r = start_run(config, config_name, Path(workdir), resume, overwrite)
-    logger = (
-        run.Logger(r.workdir, config.num_steps, r.start, append=resume)
-        if parallel.is_primary()
-        else run.NullLogger()
-    )
+    primary = parallel.is_primary()
+    log = RunLog(r.workdir, r.step if resume else None, config.tensorboard) if primary else NullLog()
+    progress = StepProgress(config.num_steps, r.step) if primary else NullLog()
+    member = Member(r.workdir, config, log)
+    loop = Loop(
+        r, [member], config, progress,
+        {"config": config_name, "num_params": num_params(r.state.params)},
+        extra_periods=(r.diagnostics_every,), t_start=t_start,
+    )  # fmt: skip
     try:
-        compile_seconds, train_seconds, split_loss = train_chunks(r, logger)
-        if r.manager.latest_step() != int(r.state.step):  # e.g. a fitted model, which takes no step
-            r.save()
-        if split_loss is None:  # no chunk ran (a fitted model, or resumed at the end)
-            split_loss = evaluate_splits(r, make_eval_step(r.model))
+        loop.run()
+        if member.status == "diverged":
+            raise DivergedError(member.error)
+        results = dict(member.results)
+        n = config.num_samples if num_samples is None else num_samples
+        if n > 0:
+            results["samples"] = final_samples(r, n)
+            log.samples([w for w, _ in results["samples"]], r.step)
     finally:
-        logger.close()
-    steps_run = int(r.state.step) - r.start
-    results = {
-        "config": config_name,
-        "model": config.model.name,
-        "num_params": num_params(r.state.params),
-        "steps": int(r.state.step),
-        "loss": split_loss,
-        "wall_seconds": time.perf_counter() - t_start,
-        "compile_seconds": compile_seconds,
-        "steps_per_sec": steps_run / train_seconds if train_seconds > 0 else 0.0,
-    }
-    if parallel.is_primary():
-        run.write_json_atomic(r.workdir / "results.json", results)
-    n = config.num_samples if num_samples is None else num_samples
-    if n > 0:
-        words = generate(
-            r.model, r.variables(), r.ds.vocab, r.sample_key, n,
-            layout=r.spec.layout, input_len=input_length(config.model, r.ds.seq_len),
-            max_len=default_max_len(r.ds.longest_word),
-        )  # fmt: skip
-        labels = label_words(words, set(r.ds.words[0]), set(r.ds.words[1]) | set(r.ds.words[2]))
-        results["samples"] = list(zip(words, labels, strict=True))
+        progress.close()
+        log.close()
     return results
+
+
+def final_samples(r: Run, n: int) -> list[tuple[str, str]]:
+    """`n` words from the trained model, each labelled new / in train / in val/test."""
+    words = generate(
+        r.model, r.variables(), r.ds.vocab, r.sample_key, n,
+        layout=r.spec.layout, input_len=input_length(r.config.model, r.ds.seq_len),
+        max_len=default_max_len(r.ds.longest_word),
+    )  # fmt: skip
+    labels = label_words(words, set(r.ds.words[0]), set(r.ds.words[1]) | set(r.ds.words[2]))
+    return list(zip(words, labels, strict=True))
 
 
 HELP_EPILOG = """\

@@ -18,7 +18,7 @@ from jax_makemore.data import IGNORE, Vocab, context_windows, sequences
 from jax_makemore.loss import masked_nll, mean_nll
 from jax_makemore.models import input_length, model_config, model_names, registry
 from jax_makemore.restore import load_trained
-from jax_makemore.run import read_jsonl
+from jax_makemore.workdir import read_jsonl
 from jax_makemore.sample import generate
 from jax_makemore.train import train_and_evaluate
 

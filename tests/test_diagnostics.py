@@ -8,7 +8,7 @@ from conftest import tiny_config, tiny_setup
 
 from jax_makemore import diagnostics
 from jax_makemore.errors import UserError
-from jax_makemore.run import read_jsonl
+from jax_makemore.workdir import read_jsonl
 from jax_makemore.train import make_train_chunk, train_and_evaluate
 
 

@@ -1,14 +1,12 @@
-"""Run bookkeeping around training: the workdir (create, check writable, resume or overwrite),
-whether a checkpoint may be resumed with the given flags, the metrics log and progress display,
-and the stop flag that SIGINT/SIGTERM set. None of it touches the model or the arrays."""
+"""A run's working directory: create it (writable, resume or overwrite), decide whether its
+checkpoint may be resumed with the given flags, and read and write its JSON files atomically.
+None of it touches the model or the arrays."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,80 +18,15 @@ from jax_makemore.errors import UserError
 
 #: Top-level keys that, with the whole `model` sub-config, fix what a checkpoint holds; a
 #: checkpoint only resumes when they match the flags.
-IDENTITY_KEYS = ("data_path", "seed", "split_seed", "split_fractions")
+IDENTITY_KEYS = (
+    "data_path", "seed", "split_seed", "split_fractions", "split_by", "packed", "pack_len",
+)  # fmt: skip
+METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+#: TensorBoard's event files (logs.py writes them into the workdir itself).
+EVENTS_GLOB = "events.out.tfevents.*"
 #: Files a fresh run starts without (a resumed run appends to them).
-RUN_FILES = ("metrics.jsonl", "results.json", diagnostics.FILENAME)
-
-
-class StopFlag:
-    """Records SIGINT/SIGTERM so the loop can checkpoint at the end of the current chunk."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-class Logger:
-    """metrics.jsonl lines, and progress on stderr: a tqdm bar on a terminal, else log lines."""
-
-    def __init__(self, workdir: Path, total: int, start: int, append: bool) -> None:
-        self.metrics = open(workdir / "metrics.jsonl", "a" if append else "w", encoding="utf-8")
-        self.total, self.last_print = total, start
-        self.bar = None
-        if sys.stderr.isatty() and total > start:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total, initial=start, file=sys.stderr, unit="step", dynamic_ncols=True
-            )
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
-
-    def progress(self, step: int, loss: float, steps_per_sec: float) -> None:
-        if self.bar is not None:
-            self.bar.update(step - self.bar.n)
-            self.bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{steps_per_sec:,.0f}")
-        elif step - self.last_print >= max(self.total // 10, 1) or step == self.total:
-            print(
-                f"step {step}/{self.total}  loss {loss:.4f}  {steps_per_sec:,.0f} steps/s",
-                file=sys.stderr,
-            )
-            self.last_print = step
-
-    def info(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.metrics.close()
-
-
-class NullLogger:
-    """The logger of processes other than process 0: logs nothing."""
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
+RUN_FILES = (METRICS_FILE, RESULTS_FILE, diagnostics.FILENAME)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -106,8 +39,20 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write `obj` as JSON through a temporary file and a rename: a reader never sees half."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def trim_jsonl(path: Path, last_step: int) -> None:
+    """Drop the lines of a .jsonl log whose `step` is past `last_step`, atomically: a run
+    resumed from the checkpoint at `last_step` logs those steps again, once."""
+    if not path.is_file():
+        return
+    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -134,6 +79,8 @@ def prepare_workdir(workdir: Path, resume: bool, overwrite: bool) -> bool:
         raise UserError(f"--resume: workdir '{workdir}' has no checkpoint to resume from")
     for name in RUN_FILES:
         (workdir / name).unlink(missing_ok=True)
+    for events in workdir.glob(EVENTS_GLOB):
+        events.unlink()
     return False
 
 

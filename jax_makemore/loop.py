@@ -1,0 +1,246 @@
+"""The one training loop: `train` drives it with one model, `sweep` with M stacked members.
+
+A `Program` is what differs between the two: how K steps run (one model's fused chunk, with its
+data-parallel mesh and diagnostics, or M members under `vmap`), how the members are evaluated,
+and how each is saved. The loop owns everything else, once: the chunk boundaries (evaluation,
+checkpoint and diagnostics cadence), the divergence check, the metrics and event logs, signals
+(checkpoint, then stop), the progress display and each member's `results.json`.
+
+Shape letters: M members, K steps of one chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import ml_collections
+import numpy as np
+
+from jax_makemore import parallel
+from jax_makemore.errors import Interrupted
+from jax_makemore.logs import NullLog, RunLog
+from jax_makemore.workdir import RESULTS_FILE, write_json_atomic
+
+SplitLoss = dict[str, float | None]
+
+
+class StopFlag:
+    """Records SIGINT/SIGTERM so the loop can checkpoint at the end of the current chunk."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def chunk_ends(start: int, stop: int, every: Sequence[int]) -> list[int]:
+    """Steps after `start` at which a chunk ends: multiples of each period in `every`, and `stop`.
+    Boundaries depend only on the step number, so a resumed run compiles the same chunks."""
+    ends = {stop}
+    for period in every:
+        if period > 0:
+            ends.update(range((start // period + 1) * period, stop, period))
+    return sorted(e for e in ends if start < e <= stop)
+
+
+@dataclasses.dataclass
+class ChunkOut:
+    """What K steps of M members bring back in their one host transfer: the per-step losses,
+    and, when the chunk's first step measured them, each member's diagnostics record."""
+
+    losses_MxK: np.ndarray
+    diagnostics: list[dict[str, Any]] | None = None
+
+
+class Program(Protocol):
+    """M members that train together from one step (`step`, a host int)."""
+
+    step: int
+
+    def compile(self, k: int) -> None:
+        """Compile the program of k steps (once per k; a no-op when it is ready)."""
+
+    def chunk(self, k: int) -> ChunkOut:
+        """Run k steps of every member (compiled already); `step` advances by k."""
+
+    def evaluate(self) -> list[SplitLoss]:
+        """Every member's split losses (train, val, test), at the current step."""
+
+    def save(self, indices: Sequence[int]) -> None:
+        """Checkpoint the members at `indices` at the current step (unless they have one)."""
+
+    def latest_checkpoint(self, i: int) -> int | None:
+        """The step of member i's newest checkpoint, None when it has none."""
+
+    def learning_rate(self, i: int, step: int) -> float:
+        """Member i's learning rate at (0-based) `step`."""
+
+
+@dataclasses.dataclass
+class Member:
+    """One member's run directory and where it stands: `status` is running, done or diverged
+    (then `error` says how); `results` is its results.json once done."""
+
+    workdir: Path
+    config: ml_collections.ConfigDict
+    log: RunLog | NullLog
+    status: str = "running"
+    error: str | None = None
+    results: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass
+class Loop:
+    """Drive `program` to `config.num_steps`. `progress` shows the chunks (`chunk`,
+    `evaluated`, `info`); `results_base` holds the keys every member's results.json starts with
+    (config, model, num_params); `saved_what` names what a signal's checkpoint saved;
+    `extra_periods` adds chunk boundaries (the diagnostics cadence); `timing` supplies the
+    compile seconds that each results.json reports (default: those this loop measured)."""
+
+    program: Program
+    members: list[Member]
+    config: ml_collections.ConfigDict
+    progress: Any
+    results_base: dict[str, Any]
+    saved_what: str = "checkpoint"
+    extra_periods: Sequence[int] = ()
+    compile_seconds: Callable[[], float] | None = None
+    t_start: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.start = self.program.step
+        self.measured_compile = self.train_seconds = 0.0
+        self.split_loss: list[SplitLoss] | None = None  # of the last evaluation
+        self.evaluated_at: int | None = None
+
+    def live(self) -> list[int]:
+        return [i for i, m in enumerate(self.members) if m.status == "running"]
+
+    def run(self) -> None:
+        """All chunks, then `finish`. Raises Interrupted after a signal's checkpoint."""
+        c = self.config
+        periods = (c.steps_per_call, c.eval_every, c.checkpoint_every, *self.extra_periods)
+        with StopFlag() as stop:
+            for end in chunk_ends(self.start, c.num_steps, periods):
+                if not self.live():
+                    break
+                self.one_chunk(end - self.program.step)
+                self.check_stop(stop)
+        self.finish()
+
+    def one_chunk(self, k: int) -> None:
+        t0 = time.perf_counter()
+        self.program.compile(k)
+        t1 = time.perf_counter()
+        out = self.program.chunk(k)  # returns after the one host sync of the chunk
+        dt = time.perf_counter() - t1
+        self.measured_compile += t1 - t0
+        self.train_seconds += dt
+        step = self.program.step
+        for i in self.live():
+            self.check_divergence(i, out.losses_MxK[i], step - k)
+            if out.diagnostics is not None and out.diagnostics[i] is not None:
+                self.members[i].log.diagnostics(out.diagnostics[i])
+        live = self.live()
+        if live and (step % self.config.eval_every == 0 or step == self.config.num_steps):
+            self.evaluate()
+        for i in live:
+            record = {
+                "step": step,
+                "loss": float(out.losses_MxK[i].mean()),
+                "lr": self.program.learning_rate(i, step - 1),
+                "steps_per_sec": k / dt,
+            }
+            if self.evaluated_at == step:
+                record["split_loss"] = self.split_loss[i]
+            self.members[i].log.metrics(record)
+        if not live:
+            return
+        self.progress.chunk(step, out.losses_MxK[live], k / dt)
+        if step % self.config.checkpoint_every == 0 or step == self.config.num_steps:
+            self.program.save(live)
+
+    def evaluate(self) -> None:
+        self.split_loss = self.program.evaluate()
+        self.evaluated_at = self.program.step
+        self.progress.evaluated(self.evaluated_at, self.split_loss)
+
+    def check_divergence(self, i: int, losses_K: np.ndarray, start: int) -> None:
+        """Mark member i diverged when a loss of the chunk that started at `start` is NaN, inf
+        or above its `divergence_loss`; its last checkpoint (if any) stays."""
+        c = self.members[i].config
+        diverged_K = ~np.isfinite(losses_K) | (losses_K > c.divergence_loss)
+        if not diverged_K.any():
+            return
+        first = int(np.argmax(diverged_K))
+        last = self.program.latest_checkpoint(i)
+        kept = (
+            f"checkpoint {last} in '{self.members[i].workdir}' is kept"
+            if last is not None
+            else "no checkpoint was written"
+        )
+        self.members[i].status = "diverged"
+        self.members[i].error = (
+            f"training diverged: the loss became {losses_K[first]:.4g} at step {start + first + 1} "
+            f"(learning_rate={c.learning_rate}, divergence_loss={c.divergence_loss}); {kept}"
+        )
+        if len(self.members) > 1:
+            self.progress.info(f"{self.members[i].workdir.name}: {self.members[i].error}")
+
+    def check_stop(self, stop: StopFlag) -> None:
+        """After a SIGINT/SIGTERM (in any process): checkpoint the live members, then stop."""
+        if not parallel.any_process(stop.signum is not None):
+            return
+        signum = stop.signum or signal.SIGTERM  # a peer process got the signal
+        self.program.save(self.live())
+        where = f" in '{self.members[0].workdir}'" if len(self.members) == 1 else ""
+        self.progress.info(
+            f"{signal.Signals(signum).name}: saved {self.saved_what} at step "
+            f"{self.program.step}{where}; continue with --resume"
+        )
+        raise Interrupted(int(signum))
+
+    def finish(self) -> None:
+        """Checkpoint, evaluate (unless the last chunk did) and write each live member's
+        results.json."""
+        live = self.live()
+        if not live:
+            return
+        self.program.save(live)
+        if self.evaluated_at != self.program.step:
+            self.evaluate()
+        steps_run = self.program.step - self.start
+        compile_seconds = self.compile_seconds() if self.compile_seconds else self.measured_compile
+        for i in live:
+            m = self.members[i]
+            m.results = {
+                **self.results_base,
+                "model": m.config.model.name,
+                "steps": self.program.step,
+                "loss": self.split_loss[i],
+                "wall_seconds": time.perf_counter() - self.t_start,
+                "compile_seconds": compile_seconds,
+                "steps_per_sec": steps_run / self.train_seconds if self.train_seconds > 0 else 0.0,
+            }
+            if parallel.is_primary():
+                write_json_atomic(m.workdir / RESULTS_FILE, m.results)
+            m.status = "done"
