@@ -19,11 +19,11 @@ Array names carry their shapes as suffixes (`X_NxT`, `logits_BxTxV`). The letter
 A module may define a further letter for its own intermediates; its docstring says so.
 """
 
+from importlib import resources
 from pathlib import Path
 
 __version__ = "0.1.0"
 
-#: The repository root (configs/ and data/ live here; the package is installed editable).
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The shipped default data set.
-DEFAULT_DATA_PATH = REPO_ROOT / "data" / "names.txt"
+#: The shipped default data set: package data (jax_makemore/datasets/names.txt), so an install
+#: from a wheel finds it from any directory. A wheel installs as files, so this is a real path.
+DEFAULT_DATA_PATH = Path(str(resources.files(__name__) / "datasets" / "names.txt"))

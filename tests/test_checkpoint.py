@@ -4,6 +4,7 @@ import chex
 import pytest
 from conftest import tiny_config
 
+from jax_makemore import DEFAULT_DATA_PATH
 from jax_makemore import checkpoint as ckpt
 from jax_makemore.errors import UserError
 from jax_makemore.train import train_and_evaluate
@@ -86,3 +87,58 @@ def test_keeps_only_the_last_checkpoints(tmp_path, small_names):
     )
     train_and_evaluate(config, name, tmp_path / "w")
     assert ckpt.make_manager(tmp_path / "w").all_steps() == [300, 400]
+
+
+def _rewrite_meta(workdir, change):
+    """Edit the stored meta JSON of every checkpoint of `workdir` with `change(meta)`."""
+    for path in ckpt.checkpoint_dir(workdir).glob("*/meta/metadata"):
+        meta = json.loads(path.read_text())
+        change(meta)
+        path.write_text(json.dumps(meta))
+
+
+def _stored_config(workdir):
+    path = max(ckpt.checkpoint_dir(workdir).glob("*/meta/metadata"), key=lambda p: int(p.parts[-3]))
+    return json.loads(path.read_text())["config"]
+
+
+def test_default_data_is_stored_as_the_package_file_not_an_absolute_path(tmp_path):
+    config, name = tiny_config("bigram_counts")
+    assert config.data_path == str(DEFAULT_DATA_PATH)
+    train_and_evaluate(config, name, tmp_path / "w")
+    assert _stored_config(tmp_path / "w")["data_path"] == ckpt.PACKAGED_DATA_PATH
+    assert ckpt.restore_meta(tmp_path / "w").config.data_path == str(DEFAULT_DATA_PATH)
+    assert ckpt.portable_data_path("names.txt") == "names.txt"  # any other path as given
+
+
+def test_a_checkpoint_of_the_old_default_path_without_split_by_resumes(tmp_path):
+    """Workdirs written before the data became package data store `<clone>/data/names.txt`,
+    and none of them has split_by: they resume (same data, the word split) and are rewritten
+    in today's form."""
+    common = dict(steps_per_call=50, n_hidden=8, eval_every=50)
+    config, name = tiny_config("mlp", num_steps=50, **common)
+    train_and_evaluate(config, name, tmp_path / "w")
+
+    def make_old(meta):
+        meta["config"]["data_path"] = str(ckpt.LEGACY_DEFAULT_DATA_PATH)
+        del meta["config"]["split_by"]
+
+    _rewrite_meta(tmp_path / "w", make_old)
+    meta = ckpt.restore_meta(tmp_path / "w")
+    assert meta.config.data_path == str(DEFAULT_DATA_PATH) and meta.config.split_by == "word"
+    config, name = tiny_config("mlp", num_steps=100, **common)
+    train_and_evaluate(config, name, tmp_path / "w", resume=True)
+    assert ckpt.restore_meta(tmp_path / "w").step == 100
+    assert _stored_config(tmp_path / "w")["data_path"] == ckpt.PACKAGED_DATA_PATH
+
+
+def test_old_default_paths_resolve_only_to_the_same_file(tmp_path):
+    elsewhere = tmp_path / "clone" / "data" / "names.txt"  # another clone's copy
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(DEFAULT_DATA_PATH.read_bytes())
+    assert ckpt.local_data_path(str(elsewhere)) == str(DEFAULT_DATA_PATH)
+    elsewhere.write_text("emma\nava\n")  # a user's own file of that name stays theirs
+    assert ckpt.local_data_path(str(elsewhere)) == str(elsewhere)
+    missing = str(tmp_path / "gone" / "data" / "names.txt")
+    assert ckpt.local_data_path(missing) == missing
+    assert ckpt.local_data_path("data/names.txt") == "data/names.txt"

@@ -24,3 +24,10 @@ def test_make_names_rebuilds_the_file_byte_for_byte(tmp_path):
         [sys.executable, str(REPO / "scripts" / "make_names.py"), "--out", str(out)], check=True
     )
     assert out.read_bytes() == DEFAULT_DATA_PATH.read_bytes()
+
+
+def test_data_names_txt_links_to_the_one_shipped_copy():
+    """The package data is the source of truth; data/names.txt is a link to it, not a copy."""
+    link = REPO / "data" / "names.txt"
+    assert link.is_symlink() and link.resolve() == DEFAULT_DATA_PATH.resolve()
+    assert DEFAULT_DATA_PATH.parent.parent / "__init__.py" == REPO / "jax_makemore" / "__init__.py"
