@@ -96,9 +96,10 @@ class Program(Protocol):
 
 
 @dataclasses.dataclass
-class Member:
-    """One member's run directory and where it stands: `status` is running, done or diverged
-    (then `error` says how); `results` is its results.json once done."""
+class MemberRun:
+    """One member's run directory and where it stands: `status` is pending, running, done or
+    diverged (then `error` says how); `results` is its results.json once done; `name` is how
+    messages call it (a sweep member's swept values)."""
 
     workdir: Path
     config: ml_collections.ConfigDict
@@ -106,6 +107,7 @@ class Member:
     status: str = "running"
     error: str | None = None
     results: dict[str, Any] | None = None
+    name: str = ""
 
 
 @dataclasses.dataclass
@@ -117,7 +119,7 @@ class Loop:
     compile seconds that each results.json reports (default: those this loop measured)."""
 
     program: Program
-    members: list[Member]
+    members: list[MemberRun]
     config: ml_collections.ConfigDict
     progress: Any
     results_base: dict[str, Any]
@@ -204,7 +206,7 @@ class Loop:
             f"(learning_rate={c.learning_rate}, divergence_loss={c.divergence_loss}); {kept}"
         )
         if len(self.members) > 1:
-            self.progress.info(f"{self.members[i].workdir.name}: {self.members[i].error}")
+            self.progress.info(f"sweep member {self.members[i].name}: {self.members[i].error}")
 
     def check_stop(self, stop: StopFlag) -> None:
         """After a SIGINT/SIGTERM (in any process): checkpoint the live members, then stop."""

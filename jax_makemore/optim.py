@@ -6,28 +6,77 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+#: Keys the optimizer may take as traced per-member values (`hp`) instead of the config's: a
+#: sweep trains members that differ only in these as one compiled program.
+TRACED_KEYS = (
+    "learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor", "weight_decay",
+    "l2_mean", "adam_b1", "adam_b2", "adam_eps",
+)  # fmt: skip
+#: Keys of the learning-rate schedule (a subset of TRACED_KEYS).
+SCHEDULE_KEYS = ("learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor")
+
+
+def resolved_value(config: ml_collections.ConfigDict, key: str) -> Any:
+    """The value of top-level `key` that the optimizer uses (lr_decay_steps -1 means half of
+    num_steps)."""
+    if key == "lr_decay_steps" and config.lr_decay_steps < 0:
+        return config.num_steps // 2
+    return config[key]
+
+
+def learning_rate_schedule(
+    config: ml_collections.ConfigDict, hp: dict[str, Any] | None = None
+) -> optax.Schedule:
     """The learning rate at each step: an optional linear warm-up from 0 over `warmup_steps`,
     then either `step` (learning_rate, times lr_decay_factor from lr_decay_steps on, default
     half of num_steps) or `cosine` (from learning_rate down to lr_min_factor * learning_rate at
-    num_steps)."""
+    num_steps). `hp` holds traced values of SCHEDULE_KEYS in place of the config's (a sweep's
+    members); the step decay is then written with a traced boundary, as the same float
+    operations as optax's piecewise schedule."""
+    hp = hp or {}
+    if any(k in hp for k in SCHEDULE_KEYS):
+        return _traced_schedule(config, hp)
     lr, warmup = config.learning_rate, config.warmup_steps
     if config.lr_schedule == "cosine":
         main = optax.cosine_decay_schedule(
             lr, max(config.num_steps - warmup, 1), alpha=config.lr_min_factor
         )
     else:
-        decay_steps = config.lr_decay_steps if config.lr_decay_steps >= 0 else config.num_steps // 2
+        decay_steps = resolved_value(config, "lr_decay_steps")
         if config.lr_decay_factor == 1.0 or decay_steps <= 0:
             main = optax.constant_schedule(lr)
         else:
             main = optax.piecewise_constant_schedule(
                 lr, {int(decay_steps) - warmup: float(config.lr_decay_factor)}
             )
+    return _with_warmup(main, lr, warmup)
+
+
+def _traced_schedule(config: ml_collections.ConfigDict, hp: dict[str, Any]) -> optax.Schedule:
+    lr = hp.get("learning_rate", config.learning_rate)
+    warmup = config.warmup_steps
+    if config.lr_schedule == "cosine":
+        alpha = hp.get("lr_min_factor", config.lr_min_factor)
+        main = optax.cosine_decay_schedule(lr, max(config.num_steps - warmup, 1), alpha=alpha)
+    else:
+        decay_steps = hp.get("lr_decay_steps", resolved_value(config, "lr_decay_steps"))
+        factor = hp.get("lr_decay_factor", config.lr_decay_factor)
+        factor = jnp.where(jnp.asarray(decay_steps) > 0, factor, 1.0)
+        threshold = decay_steps - warmup
+
+        def main(count):
+            indicator = jnp.maximum(0.0, jnp.sign(threshold - count))
+            return lr * indicator + (1 - indicator) * factor * lr
+
+    return _with_warmup(main, lr, warmup)
+
+
+def _with_warmup(main: optax.Schedule, lr: Any, warmup: int) -> optax.Schedule:
     if warmup <= 0:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), main], [warmup])
@@ -54,26 +103,31 @@ def l2_mean_as_weight_decay(l2_mean: float, params: Any) -> optax.GradientTransf
     return optax.chain(*parts)
 
 
-def build_optimizer(config: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
+def build_optimizer(
+    config: ml_collections.ConfigDict, params: Any, hp: dict[str, Any] | None = None
+) -> optax.GradientTransformation:
     """The optimizer named by config.optimizer, with the learning-rate schedule and decay
-    (on matrices only, or on every parameter with `decay_matrices_only=False`)."""
-    schedule = learning_rate_schedule(config)
+    (on matrices only, or on every parameter with `decay_matrices_only=False`). `hp` holds
+    traced values of TRACED_KEYS in place of the config's; the chain's structure (which
+    stages it has) always comes from `config`."""
+    hp = hp or {}
+
+    def get(key: str) -> Any:
+        return hp.get(key, config[key])
+
+    schedule = learning_rate_schedule(config, hp)
     decay_mask = _is_matrix(params) if config.decay_matrices_only else None
     decay = []
     if config.l2_mean > 0:
-        decay.append(l2_mean_as_weight_decay(config.l2_mean, params))
+        decay.append(l2_mean_as_weight_decay(get("l2_mean"), params))
     if config.optimizer == "sgd":
         if config.weight_decay > 0:
-            decay.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
+            decay.append(optax.add_decayed_weights(get("weight_decay"), mask=decay_mask))
         return optax.chain(*decay, optax.sgd(schedule))
     if config.optimizer == "adamw":
         adamw = optax.adamw(
-            schedule,
-            b1=config.adam_b1,
-            b2=config.adam_b2,
-            eps=config.adam_eps,
-            weight_decay=config.weight_decay,
-            mask=decay_mask,
-        )
+            schedule, b1=get("adam_b1"), b2=get("adam_b2"), eps=get("adam_eps"),
+            weight_decay=get("weight_decay"), mask=decay_mask,
+        )  # fmt: skip
         return optax.chain(*decay, adamw)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")

@@ -31,13 +31,13 @@ from jax_makemore import diagnostics, memory, parallel
 from jax_makemore.data import SPLITS, Dataset, dataset_from_config
 from jax_makemore.errors import DivergedError, Interrupted, UserError, run_cli
 from jax_makemore.logs import NullLog, RunLog, StepProgress
-from jax_makemore.loop import ChunkOut, Loop, Member, chunk_ends
+from jax_makemore.loop import ChunkOut, Loop, MemberRun, chunk_ends
 from jax_makemore.loss import evaluate_loss, make_eval_step, mean_nll
 from jax_makemore.models import ModelSpec, get_spec, input_length
 from jax_makemore.optim import build_optimizer, learning_rate_schedule
 from jax_makemore.restore import variables_of
 from jax_makemore.sample import default_max_len, generate, label_words
-from jax_makemore.workdir import check_resumable, prepare_workdir
+from jax_makemore.workdir import check_checkpoint, prepare_workdir
 
 
 class TrainState(train_state.TrainState):
@@ -226,7 +226,9 @@ class Run:
     def evaluate(self) -> list[dict[str, float | None]]:
         variables = self.variables()
         rows = self.config.eval_batch_size
-        return [{s: evaluate_loss(self.eval_step, variables, *self.ds.split(s), rows) for s in SPLITS}]
+        return [
+            {s: evaluate_loss(self.eval_step, variables, *self.ds.split(s), rows) for s in SPLITS}
+        ]
 
     def save(self, indices: Sequence[int]) -> None:
         if indices and self.manager.latest_step() != self.step:
@@ -259,7 +261,9 @@ def build_run(config: ml_collections.ConfigDict, config_name: str, workdir: Path
         config.num_steps = 0
     # replicated on every device of the mesh; a restored state keeps these shardings
     state, X_train, Y_train = parallel.replicate((state, X_train, Y_train), mesh)
-    return Run(config, config_name, workdir, spec, ds, model, state, X_train, Y_train, mesh, sample_key)
+    return Run(
+        config, config_name, workdir, spec, ds, model, state, X_train, Y_train, mesh, sample_key
+    )
 
 
 def check_memory(r: Run, first_chunk: int) -> None:
@@ -325,11 +329,7 @@ def start_run(
     r.manager = ckpt.make_manager(workdir, keep=config.keep_checkpoints)
     if resuming:
         meta = ckpt.restore_meta(workdir)
-        check_resumable(meta.config, config, workdir)
-        if meta.vocab != r.ds.vocab:
-            raise UserError(
-                f"checkpoint in '{workdir}' has a different vocabulary than '{config.data_path}'"
-            )
+        check_checkpoint(meta, config, workdir, r.ds.vocab)
         r.state = ckpt.restore_state(workdir, meta.step, target=r.state)
     r.step = int(r.state.step)
     return r
@@ -356,9 +356,11 @@ def train_and_evaluate(
     t_start = time.perf_counter()
     r = start_run(config, config_name, Path(workdir), resume, overwrite)
     primary = parallel.is_primary()
-    log = RunLog(r.workdir, r.step if resume else None, config.tensorboard) if primary else NullLog()
+    log = (
+        RunLog(r.workdir, r.step if resume else None, config.tensorboard) if primary else NullLog()
+    )
     progress = StepProgress(config.num_steps, r.step) if primary else NullLog()
-    member = Member(r.workdir, config, log)
+    member = MemberRun(r.workdir, config, log)
     loop = Loop(
         r, [member], config, progress,
         {"config": config_name, "num_params": num_params(r.state.params)},

@@ -116,3 +116,15 @@ def check_resumable(
                 f"checkpoint in '{workdir}' was trained with {key}={old.get(key)!r} but the flags "
                 f"ask for {key}={new.get(key)!r}; use another --workdir or --overwrite"
             )
+
+
+def check_checkpoint(
+    meta: Any, config: ml_collections.ConfigDict, workdir: Path, vocab: Any
+) -> None:
+    """A checkpoint resumes only with the flags it was trained with (`check_resumable`) and
+    the vocabulary of the data it was trained on."""
+    check_resumable(meta.config, config, workdir)
+    if meta.vocab != vocab:
+        raise UserError(
+            f"checkpoint in '{workdir}' has a different vocabulary than '{config.data_path}'"
+        )

@@ -512,7 +512,7 @@ def bench_sweep(
     N timed side by side with one model's fused chunk (`train`'s, on one device), alternating
     calls in this one process so that both see the same load; and the compiled sweep
     program's memory (XLA's memory analysis: arguments, outputs and temporaries)."""
-    from jax_makemore import sweep
+    from jax_makemore import sweep, sweep_program
 
     members = sweep.expand_members(config, [("seed", f"0:{max(counts)}")])
     group = sweep.group_members(members[:1])[0]
@@ -546,16 +546,16 @@ def bench_sweep(
     }
     for n in counts:
         g = dataclasses.replace(group, members=members[:n])
-        leaves = sweep.stack_leaves([fresh_state(m.config.seed) for m in g.members])
-        hp = sweep.member_hyperparameters(g, g.members)
-        mesh = sweep.member_mesh(config.num_devices, n)
-        X_sweep, Y_sweep = sweep.replicate((X_train, Y_train), mesh)
+        leaves = sweep_program.stack_leaves([fresh_state(m.config.seed) for m in g.members])
+        hp = sweep_program.member_hyperparameters(g, [m.config for m in g.members])
+        mesh = sweep_program.member_mesh(config.num_devices, n)
+        X_sweep, Y_sweep = sweep_program.replicate((X_train, Y_train), mesh)
         out["sweep_devices"][str(n)] = 1 if mesh is None else mesh.size
-        size, tile = sweep.member_layout(n, mesh)
-        leaves, hp = sweep.place_members((leaves, hp), mesh, size)
+        size, tile = sweep_program.member_layout(n, mesh)
+        leaves, hp = sweep_program.place_members((leaves, hp), mesh, size)
         # steps per call as the sweep command runs them (steps_per_call), capped for large N
         k = min(config.steps_per_call, max(10, 32 * k_single // n))
-        fn = sweep.make_sweep_chunk(g, k, mesh, tile)
+        fn = sweep_program.make_sweep_chunk(g, k, mesh, tile)
         compiled = fn.lower(leaves, hp, X_sweep, Y_sweep).compile()
         mem = compiled.memory_analysis()
         if mem is not None:

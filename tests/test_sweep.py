@@ -20,11 +20,12 @@ from conftest import REPO, run_cli, tiny_config, write_small_names
 from flax import linen as nn
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore import sweep
+from jax_makemore import memory, sweep, sweep_program
 from jax_makemore.errors import Interrupted, UserError
+from jax_makemore.logs import MemberProgress
 from jax_makemore.evaluate import split_losses
 from jax_makemore.models import ModelSpec
-from jax_makemore.optim import build_optimizer, learning_rate_schedule
+from jax_makemore.optim import build_optimizer, learning_rate_schedule, resolved_value
 from jax_makemore.restore import load_trained
 from jax_makemore.train import train_and_evaluate
 
@@ -171,10 +172,10 @@ def test_member_schedule_is_the_optim_schedule_bit_for_bit(data, overrides):
     hp = {
         "learning_rate": jnp.float32(config.learning_rate),
         "lr_decay_factor": jnp.float32(config.lr_decay_factor),
-        "lr_decay_steps": jnp.int32(sweep.resolved_value(config, "lr_decay_steps")),
+        "lr_decay_steps": jnp.int32(resolved_value(config, "lr_decay_steps")),
     }
     counts = jnp.arange(config.num_steps + 2)
-    traced = jax.jit(lambda hp, c: jax.vmap(sweep.member_schedule(config, hp))(c))(hp, counts)
+    traced = jax.jit(lambda hp, c: jax.vmap(learning_rate_schedule(config, hp))(c))(hp, counts)
     plain = jax.jit(jax.vmap(learning_rate_schedule(config)))(counts)  # as in a train step
     np.testing.assert_array_equal(np.asarray(traced), np.asarray(plain, np.float32))
 
@@ -205,7 +206,7 @@ def test_member_optimizer_updates_like_build_optimizer(data, overrides):
             p = optax.apply_updates(p, updates)
         return p
 
-    traced = run(sweep.member_optimizer(config, hp, params))
+    traced = run(build_optimizer(config, params, hp))
     plain = run(build_optimizer(config, params))
     for a, b in zip(jax.tree.leaves(traced), jax.tree.leaves(plain), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -293,18 +294,18 @@ def test_sigint_saves_every_member_and_resume_finishes_identically(
     workdir = tmp_path / "s"
     calls = []
 
-    def interrupt(*args):  # during the second chunk, as if the user pressed Ctrl-C
+    def interrupt(*args):  # at the end of the first chunk, as if the user pressed Ctrl-C
         calls.append(args)
         if len(calls) == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(sweep.Progress, "step", lambda self, *args: interrupt(*args))
+    monkeypatch.setattr(MemberProgress, "chunk", lambda self, *args: interrupt(*args))
     with pytest.raises(Interrupted):
         sweep.run_sweep(members, name, workdir)
     record = json.loads((workdir / "sweep.json").read_text())
     assert [m["status"] for m in record["members"]] == ["running"] * 3
     for m in members:  # saved at the end of the chunk that was running
-        assert ckpt.restore_meta(workdir / "members" / m.name).step == 80
+        assert ckpt.restore_meta(workdir / "members" / m.name).step == 40
     with pytest.raises(UserError, match="already holds a sweep; use --resume"):
         sweep.run_sweep(members, name, workdir)
     with pytest.raises(UserError, match="other members"):
@@ -318,17 +319,17 @@ def test_max_parallel_beyond_memory_is_a_user_error(data, monkeypatch):
     config, _ = base(data)
     members = sweep.expand_members(config, [("learning_rate", ",".join(LRS))])
     group = sweep.group_members(members)[0]
-    per_member = sweep.bytes_per_member(group)
+    per_member = sweep_program.bytes_per_member(group)
     X_bytes = group.ds.split("train")[0].nbytes
-    free = int((2.5 * per_member + X_bytes) / sweep.MEMORY_FRACTION)
-    monkeypatch.setattr(sweep, "available_bytes", lambda: free)
-    assert sweep.slice_size(group, None) == 2  # slices of what fits
-    assert sweep.slice_size(group, 1) == 1
+    free = int((2.5 * per_member + X_bytes) / memory.MEMORY_FRACTION)
+    monkeypatch.setattr(memory, "available_bytes", lambda: free)
+    assert sweep_program.slice_size(group, None) == 2  # slices of what fits
+    assert sweep_program.slice_size(group, 1) == 1
     with pytest.raises(UserError, match=r"--sweep\.max_parallel=3: .* use --sweep\.max_parallel=2"):
-        sweep.slice_size(group, 3)
-    monkeypatch.setattr(sweep, "available_bytes", lambda: 1000)
+        sweep_program.slice_size(group, 3)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1000)
     with pytest.raises(UserError, match="one member of .* needs about"):
-        sweep.slice_size(group, None)
+        sweep_program.slice_size(group, None)
 
 
 def test_command_line_errors_exit_2_with_one_line(data, tmp_path):
