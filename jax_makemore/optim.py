@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-
 #: Keys the optimizer may take as traced per-member values (`hp`) instead of the config's: a
 #: sweep trains members that differ only in these as one compiled program.
 TRACED_KEYS = (

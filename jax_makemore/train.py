@@ -29,7 +29,7 @@ from jax_makemore import checkpoint as ckpt
 from jax_makemore import config as config_lib
 from jax_makemore import diagnostics, memory, parallel
 from jax_makemore.data import SPLITS, Dataset, dataset_from_config
-from jax_makemore.errors import DivergedError, Interrupted, UserError, run_cli
+from jax_makemore.errors import DivergedError, Interrupted, run_cli
 from jax_makemore.logs import NullLog, RunLog, StepProgress
 from jax_makemore.loop import ChunkOut, Loop, MemberRun, chunk_ends
 from jax_makemore.loss import evaluate_loss, make_eval_step, mean_nll

@@ -18,9 +18,9 @@ from jax_makemore.data import IGNORE, Vocab, context_windows, sequences
 from jax_makemore.loss import masked_nll, mean_nll
 from jax_makemore.models import input_length, model_config, model_names, registry
 from jax_makemore.restore import load_trained
-from jax_makemore.workdir import read_jsonl
 from jax_makemore.sample import generate
 from jax_makemore.train import train_and_evaluate
+from jax_makemore.workdir import read_jsonl
 
 #: Small sizes so that every model trains in seconds; a model not listed runs at its defaults.
 TINY = {

@@ -8,8 +8,8 @@ from conftest import tiny_config, tiny_setup
 
 from jax_makemore import diagnostics
 from jax_makemore.errors import UserError
-from jax_makemore.workdir import read_jsonl
 from jax_makemore.train import make_train_chunk, train_and_evaluate
+from jax_makemore.workdir import read_jsonl
 
 
 def test_histogram_matches_numpy_including_edges_and_outliers():

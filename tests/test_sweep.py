@@ -22,8 +22,8 @@ from flax import linen as nn
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import memory, sweep, sweep_program
 from jax_makemore.errors import Interrupted, UserError
-from jax_makemore.logs import MemberProgress
 from jax_makemore.evaluate import split_losses
+from jax_makemore.logs import MemberProgress
 from jax_makemore.models import ModelSpec
 from jax_makemore.optim import build_optimizer, learning_rate_schedule, resolved_value
 from jax_makemore.restore import load_trained
