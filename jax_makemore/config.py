@@ -74,6 +74,7 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c.checkpoint_every = 50_000
     c.keep_checkpoints = 2
     c.num_samples = 10  # printed at the end of training
+    c.tensorboard = True  # TensorBoard event file in the workdir (tensorboard --logdir runs)
     c.divergence_loss = 100.0  # a chunk whose loss is NaN, inf or above this stops the run
     # diagnostics (jax_makemore/diagnostics.py): tanh saturation, gradient and update statistics
     c.log_diagnostics = False  # measured inside the compiled chunk, written to diagnostics.jsonl

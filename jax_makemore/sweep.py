@@ -264,7 +264,7 @@ def group_members(members: Sequence[Member]) -> list[Group]:
     for m in members:
         _check_sweepable(m)
         c, spec = m.config, get_spec(m.config.model.name)
-        data_id = (c.data_path, c.split_seed, tuple(c.split_fractions), c.max_word_length)
+        data_id = (c.data_path, c.split_seed, c.split_by, tuple(c.split_fractions), c.max_word_length)
         data_id += (spec.layout, c.model.get("block_size"))
         if data_id not in datasets:
             datasets[data_id] = dataset_from_config(c)
@@ -569,7 +569,7 @@ def main(argv: Sequence[str]) -> int:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="config name (configs/NAME.py) or path")
+    parser.add_argument("--config", required=True, help="config name (jax_makemore/configs/NAME.py) or path")
     parser.add_argument("--workdir", default=None, help="default: runs/sweep_<config name>")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
     parser.add_argument("--overwrite", action="store_true", help="replace the workdir's sweep")

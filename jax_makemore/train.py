@@ -413,7 +413,7 @@ def main(argv: Sequence[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config", required=True, help="config name (configs/NAME.py) or path to a .py config"
+        "--config", required=True, help="config name (jax_makemore/configs/NAME.py) or path to a .py config"
     )
     parser.add_argument("--workdir", default=None, help="default: runs/<config name>")
     parser.add_argument(
