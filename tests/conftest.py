@@ -1,4 +1,5 @@
-"""Shared fixtures: small data files, tiny configs, and a subprocess runner for the CLIs."""
+"""Shared fixtures: small data files, tiny configs, a subprocess runner for the CLIs and a
+check that a picture is a real one."""
 
 from __future__ import annotations
 
@@ -64,6 +65,23 @@ def run_cli(module: str, *args: str, cwd: Path | None = None, timeout: float = 3
         timeout=timeout,
         env=full_env,
     )
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, min_size: tuple[int, int] = (200, 150)) -> None:
+    """A real picture: PNG bytes, at least `min_size` pixels (width, height), not one colour.
+    Needs matplotlib (call `pytest.importorskip("matplotlib")` first)."""
+    import matplotlib.image
+    import numpy as np
+
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+    pixels = matplotlib.image.imread(path)
+    height, width = pixels.shape[:2]
+    assert width >= min_size[0] and height >= min_size[1], (path, width, height)
+    rgb = pixels[..., :3].reshape(-1, 3)
+    assert np.unique(rgb, axis=0).shape[0] > 10, f"{path} is (nearly) blank"
 
 
 def tiny_setup(config):

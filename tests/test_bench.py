@@ -1,14 +1,20 @@
-"""scripts/bench.py --quick on a tiny config: the JSON has every key, with the right types.
-Timings are reported, never asserted. Marked `slow` (it runs every benchmark, the PyTorch
+"""scripts/bench.py --quick on a tiny config: the JSON has every key, with the right types, and
+the figures derived from others agree with them (characters/s = steps/s x characters per step,
+GFLOP/s = FLOPs per step x steps/s, the tables print the JSON's numbers). Timings are reported,
+never compared with each other or with a threshold. Marked `slow` (it runs every benchmark, the PyTorch
 reference and a 2-device subprocess): `.ci/run` runs it after the README's test command."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 from conftest import REPO
+
+from jax_makemore.config import resolve
+from jax_makemore.data import dataset_from_config
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +65,11 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
+    config, _ = resolve(
+        "mlp",
+        [("data_path", str(small_names)), ("model.n_hidden", "16"), ("steps_per_call", "100")],
+    )
+    ds = dataset_from_config(config)
 
     assert set(r) == {
         *FLOAT_KEYS,
@@ -83,10 +94,26 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
     assert r["train_fused_steps_per_sec"] == r["train_fused_by_k"]["100"]  # steps_per_call
     assert r["sample_names_per_sec"] == r["sample_by_batch"]["10000"]
     assert r["batch_size"] == 32 and r["layout"] == "windows"
-    fused = r["variants"]["mlp, fused BatchNorm backward"]
-    assert fused["steps_per_sec"] > 0 and fused["flops_per_step"] > 0
-    # windows: one character per row of a batch of 32
-    assert fused["chars_per_sec"] == pytest.approx(32 * fused["steps_per_sec"])
+    # windows: one character per row of a batch of 32, for the config and each variant
+    assert r["train_fused_chars_per_sec"] == pytest.approx(32 * r["train_chunk_steps_per_sec"])
+    assert set(r["variants"]) == {
+        "mlp, fused BatchNorm backward",
+        "mlp_manual (hand-written backward)",
+    }
+    for label, variant in r["variants"].items():
+        assert variant["steps_per_sec"] > 0, label
+        assert variant["chars_per_sec"] == pytest.approx(32 * variant["steps_per_sec"]), label
+    assert r["achieved_gflops"] == pytest.approx(
+        r["flops_per_step"] * r["train_chunk_steps_per_sec"] / 1e9
+    )
+    # XLA's FLOPs of one step against the two matmuls' forward FLOPs: the forward and the
+    # weight gradients at least (2x); with the input gradient (3x) and the elementwise work
+    # (BatchNorm, tanh, softmax, SGD on about 1,300 parameters) well under 6x
+    m = config.model
+    forward = 2 * 32 * (m.block_size * m.n_embd * m.n_hidden + m.n_hidden * ds.vocab.size)
+    assert 2 * forward <= r["flops_per_step"] <= 6 * forward, (r["flops_per_step"], forward)
+    # the evaluation counts the val split's targets (one per window)
+    assert r["eval_characters"] == len(ds.split("val")[1]) > 0
     assert isinstance(r["device"], str) and r["device"]
     assert isinstance(r["jax_version"], str) and isinstance(r["cpu_count"], int)
     # the PyTorch reference is optional: all four numbers, or all four null and a reason
@@ -96,13 +123,23 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
         assert "PyTorch reference skipped" in proc.stderr
     else:
         assert all(isinstance(v, float) and v > 0 for v in torch_values)
+        assert r["speedup_train"] == pytest.approx(
+            r["train_fused_steps_per_sec"] / r["torch_eager_steps_per_sec"]
+        )
+        assert r["speedup_sample"] == pytest.approx(
+            r["sample_names_per_sec"] / r["torch_sample_names_per_sec"]
+        )
     devices = r["train_fused_by_devices"]
     assert "simulation" in devices["note"]
     assert set(devices["steps_per_sec"]) == {"2"}
     assert isinstance(devices["steps_per_sec"]["2"], float)
-    # the table on stdout names every measurement
-    for label in ("fused K=1000", "sample, batch 10000", "torch eager train", "devices=2"):
-        assert label in proc.stdout
+    # the table on stdout prints the JSON's numbers beside their names
+    rows = (re.fullmatch(r"\s*(.*?)\s{2,}(.*)", line) for line in proc.stdout.splitlines())
+    table = {row[1]: row[2] for row in rows if row}
+    assert table["fused K=1000"] == f"{number(r['train_fused_by_k']['1000'])} steps/s"
+    assert table["sample, batch 10000"] == f"{number(r['sample_by_batch']['10000'])} names/s"
+    assert table["simulated devices=2"] == f"{number(devices['steps_per_sec']['2'])} steps/s"
+    assert table["train, characters"] == f"{number(r['train_fused_chars_per_sec'])} chars/s"
 
     # --markdown renders the README table from the JSON
     md = subprocess.run(
@@ -116,5 +153,17 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
     assert md.returncode == 0, md.stderr[-2000:]
     lines = md.stdout.splitlines()
     assert lines[0] == "| | tiny |" and lines[1] == "|---|---:|"
-    assert any(line.startswith("| sample, batch 10000 (names/s) |") for line in lines)
-    assert any(line.startswith("| train, 2 simulated CPU devices (steps/s) |") for line in lines)
+    cells = {line.split(" | ")[0][2:]: line.split(" | ")[1][:-2] for line in lines[2:]}
+    assert cells["sample, batch 10000 (names/s)"] == number(r["sample_by_batch"]["10000"])
+    assert cells["train, 2 simulated CPU devices (steps/s)"] == number(
+        devices["steps_per_sec"]["2"]
+    )
+    assert cells["compile, train chunk (s)"] == number(r["compile_seconds"])
+    assert cells["train, fused, K=100 steps per call (steps/s)"] == number(
+        r["train_fused_steps_per_sec"]
+    )
+
+
+def number(v: float) -> str:
+    """The tables' format: thousands separators from 100 on, two decimals below."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"

@@ -1,7 +1,9 @@
+import jax
 import numpy as np
 import pytest
-from conftest import run_cli, tiny_config
+from conftest import assert_png, run_cli, tiny_config
 
+from jax_makemore.config import resolve
 from jax_makemore.errors import UserError
 from jax_makemore.lr_find import lr_find, smooth, suggest, sweep_learning_rates
 
@@ -53,20 +55,30 @@ def test_count_bigram_has_no_learning_rate(small_names):
         lr_find(config)
 
 
-def test_cli_prints_a_suggestion_and_writes_the_picture(tmp_path, small_names):
+def test_cli_prints_the_bottom_of_the_smoothed_curve_and_draws_it(tmp_path, small_names):
     pytest.importorskip("matplotlib")
+    # a range wide enough for the bigram's valley to lie inside it (from 1e-3 to 1 the loss only
+    # falls, and the suggestion would be the upper bound whatever the search did)
+    search = dict(min_lr=0.1, max_lr=1e4, num_steps=100, repeats=2)
     result = run_cli(
         "lr_find",
         "--config",
         "bigram",
         f"--config.data_path={small_names}",
-        "--num_steps=100",
-        "--repeats=2",
+        *(f"--{key}={value}" for key, value in search.items()),
         "--out",
         str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("suggested learning rate:")
-    assert 1e-3 <= float(line.split(":")[1]) <= 1.0
-    assert (tmp_path / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = float(line.split(":")[1])
+    # the same search in this process, on the CPU as the command ran it
+    config, _ = resolve("bigram", [("data_path", str(small_names))])
+    with jax.default_device(jax.devices("cpu")[0]):
+        same = lr_find(config, **search)
+    bottom = int(np.argmin(same.smoothed_S))
+    assert 0 < bottom < search["num_steps"] - 1, "no valley inside the range: pick another one"
+    # printed to 3 significant figures; neighbouring rates differ by 10^(5/99), about 12%
+    assert printed == pytest.approx(same.lrs_S[bottom], rel=5e-3)
+    assert_png(tmp_path / "lr_find.png")

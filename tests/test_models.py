@@ -12,23 +12,39 @@ from jax_makemore.models.bigram import CountBigram, NeuralBigram, count_table, f
 from jax_makemore.models.mlp import MLP
 
 
-class MLPShapeTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_shapes(self):
-        B, T, E, H, V = 5, 3, 10, 200, 27
-        model = MLP(vocab_size=V, block_size=T, n_embd=E, n_hidden=H)
-        idx = jnp.zeros((B, T), jnp.int32)
-        variables = model.init(jax.random.PRNGKey(0), idx, train=False)
-
-        @self.variant
-        def forward(variables, idx):
-            return model.apply(variables, idx, train=False, mutable=["intermediates"])
-
-        logits, state = forward(variables, idx)
-        chex.assert_shape(state["intermediates"]["emb_BxTxE"][0], (B, T, E))
-        chex.assert_shape(state["intermediates"]["h_BxH"][0], (B, H))
-        chex.assert_shape(logits, (B, V))
-        chex.assert_tree_all_finite(logits)
+@pytest.mark.parametrize("use_batchnorm", [True, False])
+def test_mlp_forward_in_eval_mode_equals_numpy(use_batchnorm):
+    """Embedding rows, concatenation, hidden layer, BatchNorm on the running statistics, tanh
+    and the output layer, each sown intermediate and the logits against float64 NumPy (the
+    shapes are the contract test's)."""
+    B, T, E, H, V = 5, 3, 4, 6, 11
+    model = MLP(vocab_size=V, block_size=T, n_embd=E, n_hidden=H, use_batchnorm=use_batchnorm)
+    idx = jax.random.randint(jax.random.PRNGKey(1), (B, T), 0, V)
+    variables = model.init(jax.random.PRNGKey(0), idx, train=False)
+    # every value random: the init's zero biases, unit gain and zero mean would hide a mix-up
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda a: rng.normal(size=a.shape).astype(np.float32), variables)
+    if use_batchnorm:
+        variables["batch_stats"]["BatchNorm_0"]["var"] = rng.uniform(0.5, 2.0, H).astype(np.float32)
+    with jax.default_matmul_precision("highest"):
+        logits, state = model.apply(variables, idx, train=False, mutable=["intermediates"])
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables)
+    ids = np.asarray(idx)
+    emb = p["params"]["Embed_0"]["embedding"][ids]
+    pre = emb.reshape(B, T * E) @ p["params"]["Dense_0"]["kernel"]
+    if use_batchnorm:
+        bn, stats = p["params"]["BatchNorm_0"], p["batch_stats"]["BatchNorm_0"]
+        pre = (pre - stats["mean"]) / np.sqrt(stats["var"] + model.bn_eps) * bn["scale"]
+        pre = pre + bn["bias"]
+    else:
+        pre = pre + p["params"]["Dense_0"]["bias"]
+    h = np.tanh(pre)
+    out = h @ p["params"]["Dense_1"]["kernel"] + p["params"]["Dense_1"]["bias"]
+    sown = state["intermediates"]
+    np.testing.assert_allclose(sown["emb_BxTxE"][0], emb, rtol=1e-6)
+    np.testing.assert_allclose(sown["preact_BxH"][0], pre, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(sown["h_BxH"][0], h, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logits, out, rtol=1e-4, atol=1e-5)
 
 
 def test_hidden_layer_has_no_bias_with_batchnorm_and_a_bias_without():

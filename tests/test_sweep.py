@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from conftest import REPO, run_cli, tiny_config, write_small_names
+from conftest import REPO, assert_png, run_cli, tiny_config, tiny_setup, write_small_names
 from flax import linen as nn
 
 from jax_makemore import checkpoint as ckpt
@@ -262,9 +262,22 @@ def test_sweep_json_and_table(lr_sweep):
     assert [m["status"] for m in record["members"]] == ["done"] * 3
     assert record["members"][0]["overrides"] == {"learning_rate": 0.05}
     assert len(record["groups"]) == 1 and record["groups"][0]["traced"] == ["learning_rate"]
-    vals = [m["loss"]["val"] for m in record["members"]]
-    rows = stdout.splitlines()[1:4]  # sorted by val loss
-    assert [float(r.split()[2]) for r in rows] == pytest.approx(sorted(vals), abs=1e-4)
+    # each member's entry holds what its own run wrote to results.json
+    for m in record["members"]:
+        results = json.loads((workdir / m["workdir"] / "results.json").read_text())
+        assert m["loss"] == results["loss"] and m["steps"] == results["steps"] == 120
+    by_rate = {m["overrides"]["learning_rate"]: m for m in record["members"]}
+    assert len({m["loss"]["val"] for m in by_rate.values()}) == 3  # the rates made a difference
+    # the table: one row per member, sorted by val loss, each row that member's own losses
+    header, *rows = stdout.splitlines()[:4]
+    assert header.split() == ["learning_rate", "train", "val", "test", "status"]
+    ordered = [by_rate[float(row.split()[0])] for row in rows]
+    assert sorted(m["name"] for m in ordered) == sorted(m["name"] for m in by_rate.values())
+    for row, m in zip(rows, ordered, strict=True):
+        expected = [f"{m['loss'][split]:.4f}" for split in ("train", "val", "test")]
+        assert row.split()[1:] == [*expected, m["status"]], row
+    vals = [m["loss"]["val"] for m in ordered]
+    assert vals == sorted(vals)
 
 
 @pytest.mark.slow
@@ -354,7 +367,9 @@ def test_plot_draws_the_sweep(lr_sweep, tmp_path):
 
     written, skipped = plot_run(lr_sweep[0], tmp_path / "pictures")
     assert sorted(p.name for p in written) == ["sweep.png", "sweep_curves.png"]
-    assert all(p.stat().st_size > 0 for p in written) and not skipped
+    assert not skipped
+    for path in written:
+        assert_png(path)
 
 
 @pytest.mark.slow
@@ -368,4 +383,12 @@ def test_bench_reports_sweep_throughput(data):
     result = bench.bench_sweep(config, [2], bench.Sizes(quick=True), lambda text: None)
     for key in ("sweep_model_steps_per_sec", "sweep_single_steps_per_sec", "sweep_speedup"):
         assert set(result[key]) == {"2"} and result[key]["2"] > 0
-    assert result["sweep_memory_mb"]["2"] > 0
+    speedup = result["sweep_model_steps_per_sec"]["2"] / result["sweep_single_steps_per_sec"]["2"]
+    assert result["sweep_speedup"]["2"] == pytest.approx(speedup)
+    # two members run the sweep command's chunk length
+    assert result["sweep_steps_per_call"]["2"] == config.steps_per_call
+    # the compiled program holds at least its arguments: the training split and two states
+    _, _, _, fresh, X, Y = tiny_setup(config)
+    state = fresh()
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt_state)))
+    assert result["sweep_memory_mb"]["2"] * 2**20 >= X.nbytes + Y.nbytes + 2 * state_bytes
