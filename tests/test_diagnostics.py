@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config, tiny_setup
 
+from jax_makemore import checkpoint as ckpt
 from jax_makemore import diagnostics
+from jax_makemore.data import dataset_from_config
 from jax_makemore.errors import UserError
 from jax_makemore.train import make_train_chunk, train_and_evaluate
 from jax_makemore.workdir import read_jsonl
@@ -72,6 +74,21 @@ def test_neural_bigram_gradients_and_update_ratio_equal_numpy(small_names):
     assert row["tanh"] == {}  # no tanh layer in a bigram
 
 
+def _numpy_hidden(params, X, bn_eps):
+    """The MLP's tanh layer in training mode (BatchNorm on the batch's own statistics, when the
+    model has one), in float64 NumPy."""
+    params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    emb = params["Embed_0"]["embedding"][np.asarray(X)].reshape(len(X), -1)
+    pre = emb @ params["Dense_0"]["kernel"]
+    if "BatchNorm_0" in params:
+        mean, var = pre.mean(axis=0), pre.var(axis=0)
+        bn = params["BatchNorm_0"]
+        pre = (pre - mean) / np.sqrt(var + bn_eps) * bn["scale"] + bn["bias"]
+    else:
+        pre = pre + params["Dense_0"]["bias"]
+    return np.tanh(pre)
+
+
 @pytest.mark.parametrize("use_batchnorm", [True, False])
 def test_mlp_tanh_saturation_equals_numpy_forward(small_names, use_batchnorm):
     # gain 4 (and a BatchNorm scale of 3) push many pre-activations past the threshold
@@ -85,15 +102,7 @@ def test_mlp_tanh_saturation_equals_numpy_forward(small_names, use_batchnorm):
         return params
 
     params0, X, Y, row = _one_step(config, edit)
-    emb = params0["Embed_0"]["embedding"][X].reshape(len(X), -1)
-    pre = emb @ params0["Dense_0"]["kernel"]
-    if use_batchnorm:
-        mean, var = pre.mean(axis=0), pre.var(axis=0)
-        bn = params0["BatchNorm_0"]
-        pre = (pre - mean) / np.sqrt(var + config.model.bn_eps) * bn["scale"] + bn["bias"]
-    else:
-        pre = pre + params0["Dense_0"]["bias"]
-    h = np.tanh(pre)
+    h = _numpy_hidden(params0, X, config.model.bn_eps)
     stats = row["tanh"]["h_BxH"]
     n = h.size
     assert 0.05 < stats["saturated"] < 0.95
@@ -108,7 +117,8 @@ def test_mlp_tanh_saturation_equals_numpy_forward(small_names, use_batchnorm):
 
 
 def test_training_logs_diagnostics_every_n_steps_without_changing_the_run(tmp_path, small_names):
-    common = dict(num_steps=200, steps_per_call=50, eval_every=100, checkpoint_every=200)
+    # checkpoints every 50 steps: the state the step-150 measurement started from is kept
+    common = dict(num_steps=200, steps_per_call=50, eval_every=100, checkpoint_every=50)
     plain, name = tiny_config("mlp", small_names, **common)
     logged, _ = tiny_config(
         "mlp", small_names, log_diagnostics=True, diagnostics_every=50, **common
@@ -120,7 +130,18 @@ def test_training_logs_diagnostics_every_n_steps_without_changing_the_run(tmp_pa
     assert not (tmp_path / "plain" / diagnostics.FILENAME).exists()
     rows = read_jsonl(tmp_path / "logged" / diagnostics.FILENAME)
     assert [r["step"] for r in rows] == [0, 50, 100, 150]
-    assert all(0.0 <= r["tanh"]["h_BxH"]["saturated"] <= 1.0 for r in rows)
+    # the step-150 row measured that step's batch: the batch drawn from the checkpointed state
+    # (fold_in(data_key, step), as a resumed run draws it) and its tanh layer in NumPy
+    state = ckpt.restore_state(tmp_path / "logged", 150)
+    X, _ = dataset_from_config(logged).split("train")
+    key = jax.random.fold_in(state["data_key"], 150)
+    batch = np.asarray(X)[np.asarray(jax.random.randint(key, (logged.batch_size,), 0, len(X)))]
+    h = _numpy_hidden(state["params"], batch, logged.model.bn_eps)
+    stats = rows[-1]["tanh"]["h_BxH"]
+    assert np.mean(np.abs(h) > 0.97) > 0.005  # something to count
+    # float32 rounding may move an entry across |h| = 0.97: allow a couple of entries
+    assert abs(stats["saturated"] - np.mean(np.abs(h) > 0.97)) <= 2 / h.size
+    assert stats["mean"] == pytest.approx(h.mean(), abs=1e-4)
     assert all(-8 < r["update_ratio"]["Dense_0/kernel"] < 0 for r in rows)
 
     def losses(workdir):
