@@ -5,7 +5,7 @@ A padded row holds one word and pads it to L positions; names average about six 
 most of a padded step is padding. A packed row of width W holds as many whole words as fit,
 each as it is in its padded row (X: the boundary token then the word; Y: the word then the
 boundary token, its len + 1 counted targets), and two arrays say where the words are:
-`segment_RxW` numbers the row's words 1, 2, ... (0 on the empty tail) and `position_RxW` is the
+`segment_BxW` numbers the row's words 1, 2, ... (0 on the empty tail) and `position_BxW` is the
 position within the word. A model whose spec declares `packs` gives every word the logits it
 gets alone in a padded row (`models/base.py`).
 
@@ -16,9 +16,10 @@ last row is dropped. Dropping an overflowing word at the end of every row instea
 short words, since the longer a word, the more likely it is to be the one that straddles a
 row's end.
 
-Shape letters, besides the package's: R packed rows of a step; W the packed row width (at
-least L, so every word fits a row); J candidate words drawn for a step; K the most words a row
-can hold (W // 2: a word is at least one character and the boundary token).
+Shape letters, besides the package's: B the packed rows of a step (rows of a batch, as for
+padded words); W the packed row width (at least L, so every word fits a row); J the candidate
+words drawn for a step; Q the most words a row can hold (W // 2: a word is at least one
+character and the boundary token).
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ class Packed(NamedTuple):
     """One step of packed rows. Empty positions: X the boundary token, Y `IGNORE`, segment 0,
     position 0."""
 
-    X_RxW: jax.Array
-    Y_RxW: jax.Array
-    segment_RxW: jax.Array
-    position_RxW: jax.Array
+    X_BxW: jax.Array
+    Y_BxW: jax.Array
+    segment_BxW: jax.Array
+    position_BxW: jax.Array
 
     def num_words(self) -> jax.Array:
-        """The number of words in the step (segments are numbered 1, 2, ... in each row)."""
-        return jnp.sum(jnp.max(self.segment_RxW, axis=1))
+        """The number of words in the step (segments are numbered 1, 2, ... in each row); one
+        count per member when the rows carry a leading members axis (a vmapped draw)."""
+        return jnp.sum(jnp.max(self.segment_BxW, axis=-1), axis=-1)
 
 
 def row_width(pack_len: int, seq_len: int) -> int:
@@ -62,42 +64,42 @@ def word_tokens(Y_NxL: jax.Array) -> jax.Array:
 def _place(tokens_J: jax.Array, rows: int, width: int) -> tuple[jax.Array, ...]:
     """Lay candidates 0, 1, ... of `tokens_J` end to end across `rows` rows (next-fit).
 
-    Returns first_R (the row's first candidate), count_R (its number of words) and ends_RxK
-    (the offset after each of the K candidates from first_R on; only the first count_R are
+    Returns first_B (the row's first candidate), count_B (its number of words) and ends_BxQ
+    (the offset after each of the Q candidates from first_B on; only the first count_B are
     words of the row). A candidate longer than `width` ends the packing there.
     """
-    K = width // 2
-    tokens_J = jnp.concatenate([tokens_J, jnp.full((K,), width + 1, tokens_J.dtype)])
+    Q = width // 2
+    tokens_J = jnp.concatenate([tokens_J, jnp.full((Q,), width + 1, tokens_J.dtype)])
 
     def row(first, _):
-        ends_K = jnp.cumsum(jax.lax.dynamic_slice_in_dim(tokens_J, first, K))
-        count = jnp.sum(ends_K <= width)  # ends grow, so the fitting ones are a prefix
-        return first + count, (first, count, ends_K)
+        ends_Q = jnp.cumsum(jax.lax.dynamic_slice_in_dim(tokens_J, first, Q))
+        count = jnp.sum(ends_Q <= width)  # ends grow, so the fitting ones are a prefix
+        return first + count, (first, count, ends_Q)
 
-    _, (first_R, count_R, ends_RxK) = jax.lax.scan(row, jnp.zeros((), jnp.int32), None, rows)
-    return first_R, count_R, ends_RxK
+    _, (first_B, count_B, ends_BxQ) = jax.lax.scan(row, jnp.zeros((), jnp.int32), None, rows)
+    return first_B, count_B, ends_BxQ
 
 
 def _render(
     X_NxL: jax.Array, Y_NxL: jax.Array, words_J: jax.Array, placed: tuple, width: int
 ) -> Packed:
     """Gather every position's token, target, segment and position from the placed words."""
-    first_R, count_R, ends_RxK = placed
+    first_B, count_B, ends_BxQ = placed
     w_W = jnp.arange(width)
-    slot_RxW = jnp.sum(ends_RxK[:, None, :] <= w_W[None, :, None], axis=2)  # word index in row
-    filled_RxW = slot_RxW < count_R[:, None]
-    starts_RxK = jnp.pad(ends_RxK, ((0, 0), (1, 0)))[:, :-1]
-    position_RxW = w_W - jnp.take_along_axis(
-        starts_RxK, jnp.minimum(slot_RxW, ends_RxK.shape[1] - 1), 1
+    slot_BxW = jnp.sum(ends_BxQ[:, None, :] <= w_W[None, :, None], axis=2)  # word index in row
+    filled_BxW = slot_BxW < count_B[:, None]
+    starts_BxQ = jnp.pad(ends_BxQ, ((0, 0), (1, 0)))[:, :-1]
+    position_BxW = w_W - jnp.take_along_axis(
+        starts_BxQ, jnp.minimum(slot_BxW, ends_BxQ.shape[1] - 1), 1
     )
-    position_RxW = jnp.where(filled_RxW, position_RxW, 0)
-    candidate_RxW = jnp.minimum(first_R[:, None] + slot_RxW, words_J.shape[0] - 1)
-    word_RxW = words_J[candidate_RxW]
+    position_BxW = jnp.where(filled_BxW, position_BxW, 0)
+    candidate_BxW = jnp.minimum(first_B[:, None] + slot_BxW, words_J.shape[0] - 1)
+    word_BxW = words_J[candidate_BxW]
     boundary = X_NxL[0, 0]  # every word's row starts with the boundary token
-    X_RxW = jnp.where(filled_RxW, X_NxL[word_RxW, position_RxW], boundary)
-    Y_RxW = jnp.where(filled_RxW, Y_NxL[word_RxW, position_RxW], IGNORE)
-    segment_RxW = jnp.where(filled_RxW, slot_RxW + 1, 0)
-    return Packed(X_RxW, Y_RxW, segment_RxW.astype(jnp.int32), position_RxW.astype(jnp.int32))
+    X_BxW = jnp.where(filled_BxW, X_NxL[word_BxW, position_BxW], boundary)
+    Y_BxW = jnp.where(filled_BxW, Y_NxL[word_BxW, position_BxW], IGNORE)
+    segment_BxW = jnp.where(filled_BxW, slot_BxW + 1, 0)
+    return Packed(X_BxW, Y_BxW, segment_BxW.astype(jnp.int32), position_BxW.astype(jnp.int32))
 
 
 def _check_width(L: int, width: int) -> None:
@@ -119,7 +121,7 @@ def pack_rows(
     recomputing it at every step.
 
     Words are drawn uniformly with replacement, as the padded step draws its rows; the number
-    of words varies from step to step (`rows_for_words` sizes `rows` for a mean). J = (R + 1) K
+    of words varies from step to step (`rows_for_words` sizes `rows` for a mean). J = (B + 1) Q
     candidates are drawn, enough to fill every row even with the shortest possible words. To
     shard a step over devices, the caller makes `rows` a multiple of the device count.
     """

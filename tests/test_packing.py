@@ -4,6 +4,7 @@ packed or padded, no position sees another word, and the packer draws whole trai
 from __future__ import annotations
 
 import functools
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -53,10 +54,10 @@ def tiny(name: str):
 def packed_logits(model, params, packed):
     return model.apply(
         {"params": params},
-        packed.X_RxW,
+        packed.X_BxW,
         train=True,
-        segment_BxT=packed.segment_RxW,
-        position_BxT=packed.position_RxW,
+        segment_BxT=packed.segment_BxW,
+        position_BxT=packed.position_BxW,
     )
 
 
@@ -65,14 +66,14 @@ def test_packed_loss_and_gradients_equal_the_padded_ones(name):
     model, variables = tiny(name)
     words = np.random.default_rng(0).choice(len(WORDS), 24, replace=False)
     packed = pack_words(X_NxL, Y_NxL, words, width=32)
-    assert packed.X_RxW.shape[0] < len(words)  # several words share a row
+    assert packed.X_BxW.shape[0] < len(words)  # several words share a row
 
     def padded_loss(params):
         logits = model.apply({"params": params}, jnp.asarray(X_NxL[words]), train=True)
         return mean_nll(logits, jnp.asarray(Y_NxL[words]))
 
     def packed_loss(params):
-        return mean_nll(packed_logits(model, params, packed), packed.Y_RxW)
+        return mean_nll(packed_logits(model, params, packed), packed.Y_BxW)
 
     loss_pad, grads_pad = jax.value_and_grad(padded_loss)(variables["params"])
     loss_pack, grads_pack = jax.value_and_grad(packed_loss)(variables["params"])
@@ -86,13 +87,13 @@ def test_packed_loss_and_gradients_equal_the_padded_ones(name):
 def test_changing_one_word_leaves_every_other_word_of_the_row_unchanged(name):
     model, variables = tiny(name)
     packed = pack_words(X_NxL, Y_NxL, range(8), width=48)
-    segment_W = np.asarray(packed.segment_RxW[0])
+    segment_W = np.asarray(packed.segment_BxW[0])
     assert segment_W.max() >= 3  # the changed word has neighbours on both sides
-    X_RxW = np.asarray(packed.X_RxW).copy()
-    inside = (segment_W == 2) & (np.asarray(packed.position_RxW[0]) > 0)
-    X_RxW[0, inside] = (X_RxW[0, inside] + 1) % B  # other characters, never the boundary
+    X_BxW = np.asarray(packed.X_BxW).copy()
+    inside = (segment_W == 2) & (np.asarray(packed.position_BxW[0]) > 0)
+    X_BxW[0, inside] = (X_BxW[0, inside] + 1) % B  # other characters, never the boundary
     before = packed_logits(model, variables["params"], packed)
-    after = packed_logits(model, variables["params"], packed._replace(X_RxW=jnp.asarray(X_RxW)))
+    after = packed_logits(model, variables["params"], packed._replace(X_BxW=jnp.asarray(X_BxW)))
     others = segment_W != 2
     np.testing.assert_allclose(after[0, others], before[0, others], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(after[1:], before[1:], rtol=1e-6, atol=1e-6)
@@ -114,23 +115,23 @@ def words_of(packed) -> list[str]:
 
 def test_drawn_rows_hold_whole_training_words_and_mark_the_empty_tail():
     packed = jax.jit(pack_rows, static_argnums=(3, 4))(jax.random.PRNGKey(0), X_NxL, Y_NxL, 6, 32)
-    segment_RxW = np.asarray(packed.segment_RxW)
+    segment_BxW = np.asarray(packed.segment_BxW)
     assert all(w in WORDS for w in words_of(packed))
-    empty = segment_RxW == 0
-    assert (np.asarray(packed.Y_RxW) == IGNORE).tolist() == empty.tolist()
-    assert np.all(np.asarray(packed.X_RxW)[empty] == B)
-    assert np.all(np.asarray(packed.position_RxW)[empty] == 0)
+    empty = segment_BxW == 0
+    assert (np.asarray(packed.Y_BxW) == IGNORE).tolist() == empty.tolist()
+    assert np.all(np.asarray(packed.X_BxW)[empty] == B)
+    assert np.all(np.asarray(packed.position_BxW)[empty] == 0)
     # segments run 1, 2, ... and the empty positions are the row's tail only
-    for s_W in segment_RxW:
+    for s_W in segment_BxW:
         filled = s_W[s_W > 0]
         assert filled[0] == 1 and np.all(np.diff(filled) >= 0) and np.all(np.diff(filled) <= 1)
         assert np.all(s_W[len(filled) :] == 0)
-    assert np.all((np.asarray(packed.Y_RxW) != IGNORE).sum(axis=1) <= 32)
+    assert np.all((np.asarray(packed.Y_BxW) != IGNORE).sum(axis=1) <= 32)
 
 
 def test_positions_restart_at_zero_at_each_word():
     packed = pack_words(X_NxL, Y_NxL, range(30), width=32)
-    s, p = np.asarray(packed.segment_RxW), np.asarray(packed.position_RxW)
+    s, p = np.asarray(packed.segment_BxW), np.asarray(packed.position_BxW)
     new_word = np.concatenate([s[:, :1] > 0, s[:, 1:] != s[:, :-1]], axis=1) & (s > 0)
     assert np.all(p[new_word] == 0)
     same_word = ~new_word[:, 1:] & (s[:, 1:] > 0)  # positions that continue a word
@@ -147,10 +148,11 @@ def test_pack_rows_is_a_pure_fixed_shape_function_of_its_key():
     again = pack(keys[0], X_NxL, Y_NxL, 5, 24)
     assert all(np.array_equal(a, b) for a, b in zip(one, again, strict=True))
     other = pack(keys[1], X_NxL, Y_NxL, 5, 24)
-    assert not np.array_equal(one.X_RxW, other.X_RxW)
+    assert not np.array_equal(one.X_BxW, other.X_BxW)
     members = jax.vmap(lambda k: pack_rows(k, X_NxL, Y_NxL, 5, 24))(keys)
     assert all(a.shape == (4, 5, 24) for a in members)
     assert all(np.array_equal(a[0], b) for a, b in zip(members, one, strict=True))
+    assert members.num_words().shape == (4,) and int(members.num_words()[0]) == one.num_words()
 
 
 def test_rows_for_words_holds_the_batch_words_on_average_in_whole_device_groups():
@@ -170,6 +172,16 @@ def test_a_row_is_at_least_as_wide_as_the_longest_word():
     longest = int(np.argmax(word_tokens(Y_NxL)))
     packed = pack_words(X_NxL, Y_NxL, [longest, 0, longest], width=L)
     assert words_of(packed) == [WORDS[longest], WORDS[0], WORDS[longest]]
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, spec in registry().items() if spec.layout == "sequences"]
+)
+def test_every_sequences_module_takes_the_packed_extras_as_keyword_only(name):
+    parameters = inspect.signature(registry()[name].module.__call__).parameters
+    for extra in ("segment_BxT", "position_BxT"):
+        assert parameters[extra].kind is inspect.Parameter.KEYWORD_ONLY
+        assert parameters[extra].default is None
 
 
 def test_only_models_that_declare_packs_take_packed_training():
