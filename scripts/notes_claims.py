@@ -57,8 +57,6 @@ from jax_makemore.models.bigram import count_table
 
 HOLDS, PARTLY, FAILS = "holds", "partly holds", "does not hold"
 VERDICTS = (HOLDS, PARTLY, FAILS)
-#: The exact std of tanh(z) for z ~ N(0, 1) (Gauss-Hermite quadrature, see `tanh_std_exact`).
-TANH_STD = 0.6278
 VOWELS = "aeiou"
 RARE = "qxj"
 SCRIPT = Path(__file__).resolve()
@@ -370,6 +368,7 @@ class Runner:
         self.helpers = write_helper_configs(out)
 
     def env(self) -> dict[str, str]:
+        """The environment of a command: this script's package first on PYTHONPATH."""
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
@@ -400,7 +399,10 @@ class Runner:
         }
 
     def shown(self, module: str, config: str, flags: list[str]) -> str:
-        """The command line as the report prints it (DIR for the output folder)."""
+        """The command line as the report prints it: DIR for the output folder, and no
+        `--config.data_path` when it is the shipped file (the default)."""
+        if self.data == Path(jax_makemore.DEFAULT_DATA_PATH).resolve():
+            flags = [f for f in flags if not f.startswith("--config.data_path=")]
         config = config.replace(str(self.out), "DIR")
         rest = " ".join(f.replace(str(self.out), "DIR") for f in flags)
         return f"python -m jax_makemore.{module} --config {config} {rest}"
@@ -488,6 +490,7 @@ def dataset(data: Path, block_size: int, split_fractions: str | None = None) -> 
 
 
 def seeds_of(budget: Budget) -> str:
+    """'seeds 0–3': the seeds of a budget, for table rows."""
     return f"seeds 0–{budget.seeds - 1}"
 
 
@@ -897,6 +900,7 @@ def deep_stats(run: Runner, record: dict[str, Any], X_BxT: jax.Array, vocab_size
 
 
 def per_layer(stats: list[dict[str, list[float]]], key: str, layer: int) -> list[float]:
+    """One statistic of one layer, per seed."""
     return [s[key][layer] for s in stats]
 
 
@@ -1217,7 +1221,7 @@ def claim_minibatch(run: Runner) -> dict[str, Any]:
     per_step = statistics.mean(r["short/full"]["val"]) - statistics.mean(r["short/32"]["val"])
     why = (
         f"at {mb['examples']:,} examples seen batch 32 reaches val {fmt(r['examples/32']['val'])}, "
-        f"the full split ({r['examples/full']['steps']} steps) {fmt(r['examples/full']['val'])}; "
+        f"the full split ({r['examples/full']['steps']} full-batch steps) {fmt(r['examples/full']['val'])}; "
         f"per step the full split is {per_step:+.3f} from batch 32 after "
         f"{r['short/full']['steps']} steps; at equal steps batch 32's gap is "
         f"{fmt(gap('long/32'))} against 256's {fmt(gap('long/256'))}"
@@ -1349,8 +1353,23 @@ def claim_b1(run: Runner) -> dict[str, Any]:
 # The report
 
 
+def runs_wall_seconds(out: Path) -> float:
+    """Seconds from the first to the last file written under DIR/runs: the wall time of the
+    training, also when `--reuse` only redoes the analysis."""
+    times = [p.stat().st_mtime for p in (out / "runs").rglob("*") if p.is_file()]
+    return max(times) - min(times) if times else 0.0
+
+
+def shown_data(path: Path) -> str:
+    """The data file as the report names it (the shipped file by its place in the package)."""
+    default = Path(jax_makemore.DEFAULT_DATA_PATH).resolve()
+    return (
+        f"{default.relative_to(PACKAGE_ROOT)} (the shipped file)" if path == default else str(path)
+    )
+
+
 def provenance(run: Runner, wall: float, quick: bool) -> dict[str, Any]:
-    """Data file, package versions, seeds, steps, machine and wall time of this run."""
+    """Data file, package versions, seeds, steps, machine and wall times of this run."""
     data = run.data.read_bytes()
     versions = {}
     for name in ("jax", "jaxlib", "flax", "optax", "numpy"):
@@ -1362,7 +1381,8 @@ def provenance(run: Runner, wall: float, quick: bool) -> dict[str, Any]:
                          capture_output=True, text=True)  # fmt: skip
     return {
         "mode": "quick" if quick else "full",
-        "data": str(run.data),
+        "reused": run.reuse,
+        "data": shown_data(run.data),
         "data_sha256": hashlib.sha256(data).hexdigest(),
         "data_lines": data.decode("utf-8").count("\n"),
         "versions": {"python": platform.python_version(), **versions},
@@ -1371,6 +1391,8 @@ def provenance(run: Runner, wall: float, quick: bool) -> dict[str, Any]:
         "budget": dataclasses.asdict(run.budget),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.default_backend()}",
         "wall_seconds": wall,
+        "runs_wall_seconds": runs_wall_seconds(run.out),
+        "load_average": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
     }
 
 
@@ -1395,18 +1417,28 @@ def write_report(out: Path, claims: list[dict[str, Any]], prov: dict[str, Any]) 
         json.dumps({"provenance": prov, "claims": claims}, indent=1, default=str) + "\n"
     )
     b = prov["budget"]
+    quick = prov["mode"] == "quick"
     lines = [
         "# The makemore notes, checked", "",
-        f"Generated by `python scripts/notes_claims.py{' --quick' if prov['mode'] == 'quick' else ''}"
-        f" --out DIR` ({prov['mode']} run, {prov['wall_seconds'] / 60:.1f} minutes of wall time "
-        f"on {prov['machine']}). Each claim of the notes is measured with the project's own "
-        f"commands; figures are mean ± std over {len(prov['seeds'])} seeds "
+        f"Generated by `python scripts/notes_claims.py{' --quick' if quick else ''} --out DIR` "
+        f"({prov['mode']} run on {prov['machine']}, load average {prov['load_average']} when it "
+        f"ended). The training took {prov['runs_wall_seconds'] / 60:.1f} minutes of wall time "
+        "(first to last file written under DIR/runs)"
+        + (f"; this report was regenerated from those runs with --reuse in "
+           f"{prov['wall_seconds'] / 60:.1f} minutes" if prov["reused"] else
+           f"; the whole command took {prov['wall_seconds'] / 60:.1f} minutes")
+        + ". Each claim of the notes is measured with the project's own commands; "
+        f"figures are mean ± std over {len(prov['seeds'])} seeds "
         f"({', '.join(map(str, prov['seeds']))}) unless a row says otherwise.", "",
         f"Budget: the notes' MLP recipe is shortened to {b['mlp_steps']:,} steps (SGD 0.1, then "
         f"0.01 from half-way), the 5-layer tanh MLP to {b['deep_steps']:,}, the bigrams to "
-        f"{b['bigram_steps']} full-batch steps, so that the whole run takes about 40 minutes on a "
-        "shared 2-core CPU. Absolute losses are therefore above the 200,000-step figures of the "
-        "README; every comparison is between runs of the same length.", "",
+        f"{b['bigram_steps']} full-batch steps, "
+        + ("a first look in a few minutes (--quick). " if quick else
+           "so that the whole run takes about 40 minutes on a 2-core CPU shared with other "
+           "jobs (the issue allowed 2 hours; 40 minutes keeps the reproduction cheap enough to "
+           "rerun, and 4 seeds keep every comparison's spread measurable). ")
+        + "Absolute losses are therefore above the 200,000-step figures of the README; every "
+        "comparison is between runs of the same length.", "",
         "Verdict rule: a claim is split into parts. A claimed difference holds when the measured "
         "difference has the claimed sign and exceeds twice its spread over seeds (sqrt(sd_a² + "
         "sd_b²), or the sd of per-seed differences when both sides come from the same models); "
@@ -1425,7 +1457,8 @@ def write_report(out: Path, claims: list[dict[str, Any]], prov: dict[str, Any]) 
               f"* package versions: {', '.join(f'{k} {v}' for k, v in prov['versions'].items())}; "
               f"jax_makemore at {prov['jax_makemore_commit']}",
               f"* seeds: {prov['seeds']}; budget: {json.dumps(b)}",
-              f"* wall time: {prov['wall_seconds']:.0f} s", ""]  # fmt: skip
+              f"* wall time: {prov['runs_wall_seconds']:.0f} s of training; "
+              f"{prov['wall_seconds']:.0f} s for this invocation of the script", ""]  # fmt: skip
     (out / "claims.md").write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -1446,6 +1479,7 @@ def run_all(run: Runner) -> list[dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run every claim's experiment, write DIR/claims.json and DIR/claims.md, print verdicts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(jax_makemore.DEFAULT_DATA_PATH))
     parser.add_argument("--quick", action="store_true", help="fewer steps and seeds (minutes)")
