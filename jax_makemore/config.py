@@ -20,7 +20,7 @@ import ml_collections
 
 from jax_makemore import DEFAULT_DATA_PATH
 from jax_makemore.errors import UserError
-from jax_makemore.models import get_spec, model_config, validate_model_config
+from jax_makemore.models import check_packable, get_spec, model_config, validate_model_config
 
 #: The named configs (the `jax_makemore.configs` package), as an importlib.resources Traversable.
 CONFIG_DIR = resources.files("jax_makemore.configs")
@@ -53,6 +53,10 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c.num_steps = 200_000
     c.batch_size = 32  # windows (windows layout) or words (sequences layout)
     c.full_batch = False  # True: every step uses the whole training split (the bigram lecture)
+    # sequence models: pack whole words end to end into rows of pack_len positions (widened to
+    # the longest word + 1), as many rows as hold batch_size words per step on average
+    c.packed = False
+    c.pack_len = 64
     c.optimizer = "sgd"  # sgd | adamw
     c.learning_rate = 0.1
     c.lr_schedule = "step"  # step: x lr_decay_factor at lr_decay_steps | cosine: to lr_min_factor
@@ -226,6 +230,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.lr_schedule not in ("step", "cosine"):
         raise UserError(f"config key lr_schedule={config.lr_schedule!r}: expected step or cosine")
     check_split_fractions(config.split_fractions)
+    if config.pack_len <= 0:
+        raise UserError(f"config key pack_len must be > 0, got {config.pack_len}")
+    check_packable(config.model, config.packed)
     if config.split_by not in SPLIT_BY:
         raise UserError(
             f"config key split_by={config.split_by!r}: expected {' or '.join(SPLIT_BY)}"

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from jax_makemore import diagnostics
-from jax_makemore.workdir import METRICS_FILE, trim_jsonl
+from jax_makemore.workdir import METRICS_FILE, read_jsonl, trim_jsonl
 
 #: Seconds between flushes of the event file to disk (TensorBoard reloads about as often).
 EVENTS_FLUSH_SECONDS = 10
@@ -48,6 +48,15 @@ class RunLog:
             self.events = SummaryWriter(
                 str(workdir), purge_step=purge, flush_secs=EVENTS_FLUSH_SECONDS
             )
+
+    def seen(self) -> tuple[int, int] | None:
+        """(words, characters) seen by the last logged step (None without a log): a resumed
+        run counts on from there."""
+        self.metrics_file.flush()
+        records = read_jsonl(self.workdir / METRICS_FILE)
+        if not records or "words_seen" not in records[-1]:
+            return None
+        return records[-1]["words_seen"], records[-1]["chars_seen"]
 
     def metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl and its scalars in the event file."""

@@ -65,10 +65,12 @@ def chunk_ends(start: int, stop: int, every: Sequence[int]) -> list[int]:
 @dataclasses.dataclass
 class ChunkOut:
     """What K steps of M members bring back in their one host transfer: the per-step losses,
-    and, when the chunk's first step measured them, each member's diagnostics record."""
+    the words and characters they trained on, and, when the chunk's first step measured them,
+    each member's diagnostics record."""
 
     losses_MxK: np.ndarray
     diagnostics: list[dict[str, Any]] | None = None
+    seen_Mx2: np.ndarray | None = None  # words and characters the K steps trained on
 
 
 class Program(Protocol):
@@ -133,6 +135,8 @@ class Loop:
         self.measured_compile = self.train_seconds = 0.0
         self.split_loss: list[SplitLoss] | None = None  # of the last evaluation
         self.evaluated_at: int | None = None
+        # words and characters seen so far, continued from the metrics log of a resumed run
+        self.seen_Mx2 = np.array([m.log.seen() or (0, 0) for m in self.members], np.int64)
 
     def live(self) -> list[int]:
         return [i for i, m in enumerate(self.members) if m.status == "running"]
@@ -157,6 +161,8 @@ class Loop:
         dt = time.perf_counter() - t1
         self.measured_compile += t1 - t0
         self.train_seconds += dt
+        if out.seen_Mx2 is not None:
+            self.seen_Mx2 += out.seen_Mx2
         step = self.program.step
         for i in self.live():
             self.check_divergence(i, out.losses_MxK[i], step - k)
@@ -171,6 +177,8 @@ class Loop:
                 "loss": float(out.losses_MxK[i].mean()),
                 "lr": self.program.learning_rate(i, step - 1),
                 "steps_per_sec": k / dt,
+                "words_seen": int(self.seen_Mx2[i, 0]),
+                "chars_seen": int(self.seen_Mx2[i, 1]),
             }
             if self.evaluated_at == step:
                 record["split_loss"] = self.split_loss[i]
@@ -242,6 +250,8 @@ class Loop:
                 "wall_seconds": time.perf_counter() - self.t_start,
                 "compile_seconds": compile_seconds,
                 "steps_per_sec": steps_run / self.train_seconds if self.train_seconds > 0 else 0.0,
+                "words_seen": int(self.seen_Mx2[i, 0]),
+                "chars_seen": int(self.seen_Mx2[i, 1]),
             }
             if parallel.is_primary():
                 write_json_atomic(m.workdir / RESULTS_FILE, m.results)

@@ -47,6 +47,7 @@ import optax
 
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import config as config_lib
+from jax_makemore.batches import Packing, packing_from_config
 from jax_makemore.data import SPLITS, Dataset, dataset_from_config
 from jax_makemore.errors import Interrupted, UserError, run_cli
 from jax_makemore.logs import MemberProgress, RunLog
@@ -233,6 +234,7 @@ class Group:
     ds: Dataset
     traced: list[str]
     abstract_state: Any
+    packing: Packing | None = None  # the members' packed step (packed sequence models)
     compile_seconds: float = 0.0  # of every program compiled for the group, all slices
 
     def model(self, hp: dict[str, Any] | None = None):
@@ -264,7 +266,13 @@ def group_members(members: Sequence[Member]) -> list[Group]:
     for m in members:
         _check_sweepable(m)
         c, spec = m.config, get_spec(m.config.model.name)
-        data_id = (c.data_path, c.split_seed, c.split_by, tuple(c.split_fractions), c.max_word_length)
+        data_id = (
+            c.data_path,
+            c.split_seed,
+            c.split_by,
+            tuple(c.split_fractions),
+            c.max_word_length,
+        )
         data_id += (spec.layout, c.model.get("block_size"))
         if data_id not in datasets:
             datasets[data_id] = dataset_from_config(c)
@@ -291,6 +299,7 @@ def group_members(members: Sequence[Member]) -> list[Group]:
     for g in groups.values():
         g.traced = [k for k in g.traced if len({_get(m.config, k) for m in g.members}) > 1]
         g.abstract_state = abstract_state(g)
+        g.packing = packing_from_config(g.config, g.ds.split("train")[1], g.ds.seq_len)
     return list(groups.values())
 
 
@@ -569,7 +578,9 @@ def main(argv: Sequence[str]) -> int:
         epilog=HELP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, help="config name (jax_makemore/configs/NAME.py) or path")
+    parser.add_argument(
+        "--config", required=True, help="config name (jax_makemore/configs/NAME.py) or path"
+    )
     parser.add_argument("--workdir", default=None, help="default: runs/sweep_<config name>")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep")
     parser.add_argument("--overwrite", action="store_true", help="replace the workdir's sweep")

@@ -67,7 +67,7 @@ def _get(config: ml_collections.ConfigDict, key: str) -> Any:
 
 def make_member_step(group: Any) -> Callable:
     """One member's train step on the flat leaves of its state: `(leaves, hp, X, Y) ->
-    (leaves, loss)`, with the module and the optimizer built from the traced `hp`."""
+    (leaves, (loss, seen_2))`, with the module and the optimizer built from the traced `hp`."""
     treedef = jax.tree.structure(group.abstract_state)
     c = group.config
 
@@ -76,8 +76,9 @@ def make_member_step(group: Any) -> Callable:
         model = group.model(hp)
         tx = build_optimizer(c, state.params, hp)
         step = make_train_step(
-            model, batch_size=c.batch_size, full_batch=c.full_batch, spec=group.spec
-        )
+            model, batch_size=c.batch_size, full_batch=c.full_batch, packing=group.packing,
+            spec=group.spec, count_seen=True,
+        )  # fmt: skip
         state, loss = step(state.replace(tx=tx, apply_fn=model.apply), X, Y)
         return jax.tree.leaves(state), loss
 
@@ -86,7 +87,8 @@ def make_member_step(group: Any) -> Callable:
 
 def make_sweep_chunk(group: Any, num_steps: int, mesh: Mesh | None = None, tile: int = 1):
     """`num_steps` steps of every member in one compiled program: `(leaves_M, hp_M, X, Y) ->
-    (leaves_M, losses_KxM)`; the state buffers are donated.
+    (leaves_M, (losses_KxM, seen_Mx2))`: the per-step losses and the words and characters
+    each member trained on; the state buffers are donated.
 
     The members run `tile` at a time: a `lax.scan` of the vmapped step over the K steps for
     one tile, then the next tile (`lax.map`), so that a tile's state and activations stay in
@@ -99,8 +101,8 @@ def make_sweep_chunk(group: Any, num_steps: int, mesh: Mesh | None = None, tile:
 
         def step(leaves, hp, X, Y):
             first = lambda a: a[0]  # noqa: E731
-            leaves, loss = member_step(jax.tree.map(first, leaves), jax.tree.map(first, hp), X, Y)
-            return jax.tree.map(lambda a: a[None], leaves), loss[None]
+            leaves, out = member_step(jax.tree.map(first, leaves), jax.tree.map(first, hp), X, Y)
+            return jax.tree.map(lambda a: a[None], (leaves, out))
 
     else:
         step = jax.vmap(member_step, in_axes=(0, 0, None, None))
@@ -113,16 +115,17 @@ def make_sweep_chunk(group: Any, num_steps: int, mesh: Mesh | None = None, tile:
             leaves, hp = tile_leaves_hp
             return jax.lax.scan(lambda ls, _: step(ls, hp, X, Y), leaves, None, num_steps)
 
-        leaves_R, losses_RxKxI = jax.lax.map(run_tile, tiles_R)
+        leaves_R, (losses_RxKxI, seen_RxKxIx2) = jax.lax.map(run_tile, tiles_R)
         leaves_M = jax.tree.map(lambda a: a.reshape(M, *a.shape[2:]), leaves_R)
-        return leaves_M, jnp.moveaxis(losses_RxKxI, 1, 0).reshape(num_steps, M)
+        seen_Mx2 = jnp.sum(seen_RxKxIx2, axis=1).reshape(M, 2)
+        return leaves_M, (jnp.moveaxis(losses_RxKxI, 1, 0).reshape(num_steps, M), seen_Mx2)
 
     if mesh is not None:
         chunk = jax.shard_map(
             chunk,
             mesh=mesh,
             in_specs=(P(MEMBER_AXIS), P(MEMBER_AXIS), P(), P()),
-            out_specs=(P(MEMBER_AXIS), P(None, MEMBER_AXIS)),
+            out_specs=(P(MEMBER_AXIS), (P(None, MEMBER_AXIS), P(MEMBER_AXIS))),
         )
     return jax.jit(chunk, donate_argnums=0)
 
@@ -304,12 +307,12 @@ class StackedProgram:
             self.group.compile_seconds += time.perf_counter() - t0
 
     def chunk(self, k: int) -> ChunkOut:
-        self.leaves_M, losses_KxM = self.compiled[self._key(k)](
-            self.leaves_M, self.hp_M, self.X, self.Y
-        )
-        losses_KxM = np.asarray(losses_KxM)[:, : len(self.runs)]  # the one host sync
+        fn = self.compiled[self._key(k)]
+        self.leaves_M, out = fn(self.leaves_M, self.hp_M, self.X, self.Y)
+        losses_KxM, seen_Mx2 = jax.device_get(out)  # the one host sync
+        M = len(self.runs)
         self.step += k
-        return ChunkOut(np.ascontiguousarray(losses_KxM.T))
+        return ChunkOut(np.ascontiguousarray(losses_KxM[:, :M].T), None, seen_Mx2[:M])
 
     def evaluate(self) -> list[dict[str, float | None]]:
         """Every member's split losses, in batches of eval_batch_size rows as `train`'s."""

@@ -28,6 +28,7 @@ from flax.training import train_state
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import config as config_lib
 from jax_makemore import diagnostics, memory, parallel
+from jax_makemore.batches import Packing, batch_seen, draw_batch, packing_from_config
 from jax_makemore.data import SPLITS, Dataset, dataset_from_config
 from jax_makemore.errors import DivergedError, Interrupted, run_cli
 from jax_makemore.logs import NullLog, RunLog, StepProgress
@@ -68,12 +69,13 @@ def create_train_state(
 
 
 def autodiff_loss_and_grads(model: nn.Module, measure: bool = False) -> Callable:
-    """`(params, batch_stats, X_BxT, Y_B, dropout_key) -> (loss, grads, updates)` by
-    `jax.value_and_grad` of the masked mean NLL; `updates` holds the new batch_stats (and the
-    sown intermediates when `measure`)."""
+    """`(params, batch_stats, X_BxT, Y_B, dropout_key, extras) -> (loss, grads, updates)` by
+    `jax.value_and_grad` of the masked mean NLL; `extras` are the model's keyword inputs (a
+    packed row's segments and positions); `updates` holds the new batch_stats (and the sown
+    intermediates when `measure`)."""
     mutable = ["batch_stats", "intermediates"] if measure else ["batch_stats"]
 
-    def loss_and_grads(params, batch_stats, X_BxT, Y_B, dropout_key):
+    def loss_and_grads(params, batch_stats, X_BxT, Y_B, dropout_key, extras):
         def loss_fn(params):
             logits, updates = model.apply(
                 {"params": params, "batch_stats": batch_stats},
@@ -81,6 +83,7 @@ def autodiff_loss_and_grads(model: nn.Module, measure: bool = False) -> Callable
                 train=True,
                 mutable=mutable,
                 rngs={"dropout": dropout_key},
+                **extras,
             )
             return mean_nll(logits, Y_B), updates
 
@@ -95,26 +98,27 @@ def make_train_step(
     *,
     batch_size: int,
     full_batch: bool = False,
+    packing: Packing | None = None,
     measure: bool = False,
+    count_seen: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     spec: ModelSpec | None = None,
 ) -> Callable:
     """The pure step `(state, X, Y) -> (state, loss)`; the batch (and the dropout key) come
-    from `fold_in(state.data_key, state.step)`, so a resumed run draws the same batches.
-    With `measure` it returns `(state, (loss, diagnostics))` (diagnostics.measure): the chunk
-    uses such a step for its first step only. A spec with `loss_and_grads` supplies its own
-    gradient (no diagnostics of intermediates then)."""
+    from `fold_in(state.data_key, state.step)` (batches.draw_batch), so a resumed run draws
+    the same batches. With `count_seen` the loss is paired with the words and characters the
+    batch trained on (`(loss, seen_2)`); with `measure` that output is paired with
+    diagnostics.measure's (the chunk measures its first step only). A spec with
+    `loss_and_grads` supplies its own gradient (no diagnostics of intermediates then)."""
     autodiff = autodiff_loss_and_grads(model, measure)
 
     def train_step(state: TrainState, X: jax.Array, Y: jax.Array):
         key = jax.random.fold_in(state.data_key, state.step)
-        if full_batch:
-            X_B, Y_B = X, Y
-        else:
-            idx_B = jax.random.randint(key, (batch_size,), 0, X.shape[0])
-            X_B, Y_B = X[idx_B], Y[idx_B]
+        X_B, Y_B, extras = draw_batch(
+            key, X, Y, batch_size=batch_size, full_batch=full_batch, packing=packing
+        )
         # with a mesh: each device computes its slice of the global batch (parallel.py)
-        X_B, Y_B = parallel.shard_batch(X_B, mesh), parallel.shard_batch(Y_B, mesh)
+        X_B, Y_B, extras = jax.tree.map(lambda a: parallel.shard_batch(a, mesh), (X_B, Y_B, extras))
         if spec is not None and spec.loss_and_grads is not None:
             loss, grads, batch_stats = spec.loss_and_grads(
                 model, state.params, state.batch_stats, X_B, Y_B
@@ -122,17 +126,20 @@ def make_train_step(
             updates = {"batch_stats": batch_stats}
         else:
             dropout_key = jax.random.fold_in(key, 1)
-            loss, grads, updates = autodiff(state.params, state.batch_stats, X_B, Y_B, dropout_key)
+            loss, grads, updates = autodiff(
+                state.params, state.batch_stats, X_B, Y_B, dropout_key, extras
+            )
         new_state = state.apply_gradients(
             grads=grads, batch_stats=updates.get("batch_stats", state.batch_stats)
         )
+        out = (loss, batch_seen(Y_B, model.vocab_size - 1, extras)) if count_seen else loss
         if measure:
             inter = updates.get("intermediates", {})
             return new_state, (
-                loss,
+                out,
                 diagnostics.measure(state.params, new_state.params, grads, inter),
             )
-        return new_state, loss
+        return new_state, out
 
     return train_step
 
@@ -143,27 +150,36 @@ def make_train_chunk(
     batch_size: int,
     num_steps: int,
     full_batch: bool = False,
+    packing: Packing | None = None,
     measure_first: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     spec: ModelSpec | None = None,
 ) -> Callable:
     """`num_steps` train steps fused into one compiled `lax.scan`; the state buffers are donated.
-    Returns the new state and the per-step losses_K (one host transfer per chunk), paired with
-    the diagnostics of the chunk's first step when `measure_first`."""
-    common = dict(batch_size=batch_size, full_batch=full_batch, mesh=mesh, spec=spec)
+    Returns the new state and `(losses_K, seen_2)`: the per-step losses and the words and
+    characters the K steps trained on (one host transfer per chunk), with the diagnostics of
+    the chunk's first step as a third item when `measure_first`."""
+    common = dict(
+        batch_size=batch_size, full_batch=full_batch, packing=packing, mesh=mesh, spec=spec,
+        count_seen=True,
+    )  # fmt: skip
     train_step = make_train_step(model, **common)
     first = make_train_step(model, measure=True, **common) if measure_first else None
 
     def chunk(state: TrainState, X: jax.Array, Y: jax.Array):
         def steps(state: TrainState, length: int):
-            return jax.lax.scan(lambda s, _: train_step(s, X, Y), state, None, length=length)
+            state, (losses_K, seen_Kx2) = jax.lax.scan(
+                lambda s, _: train_step(s, X, Y), state, None, length=length
+            )
+            return state, losses_K, jnp.sum(seen_Kx2, axis=0)
 
         if first is None:
-            return steps(state, num_steps)
+            state, losses_K, seen_2 = steps(state, num_steps)
+            return state, (losses_K, seen_2)
         # the first step measures, the rest are plain steps (no per-step branch)
-        state, (loss, diag) = first(state, X, Y)
-        state, losses = steps(state, num_steps - 1)
-        return state, (jnp.concatenate([loss[None], losses]), diag)
+        state, ((loss, seen_2), diag) = first(state, X, Y)
+        state, losses_K, rest_2 = steps(state, num_steps - 1)
+        return state, (jnp.concatenate([loss[None], losses_K]), seen_2 + rest_2, diag)
 
     if mesh is not None:  # explicit in/out shardings over the devices of the mesh
         return parallel.jit_chunk(chunk, mesh)
@@ -190,11 +206,13 @@ class Run:
     Y_train: jax.Array
     mesh: jax.sharding.Mesh
     sample_key: jax.Array
+    packing: Packing | None = None
     step: int = 0
     manager: Any = None
     compiled: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.compile_seconds = 0.0  # of the train chunks, the memory check's included
         self.diagnostics_every = diagnostics.every_from_config(self.config)  # 0: off
         self.schedule = learning_rate_schedule(self.config)
         self.eval_step = make_eval_step(self.model)
@@ -205,23 +223,23 @@ class Run:
 
     def compile(self, k: int) -> None:
         if k not in self.compiled:
+            t0 = time.perf_counter()
             fn = make_train_chunk(
                 self.model, batch_size=self.config.batch_size, num_steps=k,
-                full_batch=self.config.full_batch, measure_first=bool(self.diagnostics_every),
-                mesh=self.mesh, spec=self.spec,
+                full_batch=self.config.full_batch, packing=self.packing,
+                measure_first=bool(self.diagnostics_every), mesh=self.mesh, spec=self.spec,
             )  # fmt: skip
             self.compiled[k] = fn.lower(self.state, self.X_train, self.Y_train).compile()
+            self.compile_seconds += time.perf_counter() - t0
 
     def chunk(self, k: int) -> ChunkOut:
         self.state, out = self.compiled[k](self.state, self.X_train, self.Y_train)
+        out = jax.device_get(out)  # the one host sync per chunk
         records = None
-        if self.diagnostics_every:
-            out, diag = jax.device_get(out)
-            if self.step % self.diagnostics_every == 0:  # chunks also end at these multiples
-                records = [diagnostics.record(diag, self.step)]
-        losses_1xK = np.asarray(out)[None]  # the one host sync per chunk
+        if self.diagnostics_every and self.step % self.diagnostics_every == 0:
+            records = [diagnostics.record(out[2], self.step)]  # chunks also end at multiples
         self.step += k
-        return ChunkOut(losses_1xK, records)
+        return ChunkOut(np.asarray(out[0])[None], records, np.asarray(out[1])[None])
 
     def evaluate(self) -> list[dict[str, float | None]]:
         variables = self.variables()
@@ -261,9 +279,11 @@ def build_run(config: ml_collections.ConfigDict, config_name: str, workdir: Path
         config.num_steps = 0
     # replicated on every device of the mesh; a restored state keeps these shardings
     state, X_train, Y_train = parallel.replicate((state, X_train, Y_train), mesh)
+    packing = packing_from_config(config, ds.split("train")[1], ds.seq_len, mesh.size)
     return Run(
-        config, config_name, workdir, spec, ds, model, state, X_train, Y_train, mesh, sample_key
-    )
+        config, config_name, workdir, spec, ds, model, state, X_train, Y_train, mesh, sample_key,
+        packing,
+    )  # fmt: skip
 
 
 def check_memory(r: Run, first_chunk: int) -> None:
@@ -364,7 +384,8 @@ def train_and_evaluate(
     loop = Loop(
         r, [member], config, progress,
         {"config": config_name, "num_params": num_params(r.state.params)},
-        extra_periods=(r.diagnostics_every,), t_start=t_start,
+        extra_periods=(r.diagnostics_every,), compile_seconds=lambda: r.compile_seconds,
+        t_start=t_start,
     )  # fmt: skip
     try:
         loop.run()
@@ -413,7 +434,9 @@ def main(argv: Sequence[str]) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--config", required=True, help="config name (jax_makemore/configs/NAME.py) or path to a .py config"
+        "--config",
+        required=True,
+        help="config name (jax_makemore/configs/NAME.py) or path to a .py config",
     )
     parser.add_argument("--workdir", default=None, help="default: runs/<config name>")
     parser.add_argument(

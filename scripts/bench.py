@@ -163,13 +163,13 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
         chunk = make_train_chunk(model, num_steps=K, **step_kw)
         calls = max(sizes.fused_calls * S // sizes.train_steps, -(-S // K), 1)
         state, losses = chunk(state, X_train, Y_train)  # compile + warm-up
-        np.asarray(losses)
+        jax.device_get(losses)
 
         def fused(chunk=chunk, calls=calls):
             nonlocal state
             for _ in range(calls):
                 state, losses = chunk(state, X_train, Y_train)
-            np.asarray(losses)  # the train loop's one host sync per chunk
+            jax.device_get(losses)  # the train loop's one host sync per chunk
 
         repeats = sizes.repeats if K <= S else 2  # a long call: fewer repeats
         by_k[str(K)] = calls * K / median_seconds(fused, repeats)
@@ -265,7 +265,7 @@ def time_train_chunk(config, sizes: Sizes) -> dict[str, float]:
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     t0 = time.perf_counter()
     state, losses = compiled(state, X, Y)
-    np.asarray(losses)
+    jax.device_get(losses)
     slow = time.perf_counter() - t0 > 2.0  # a chunk of a slow model: one call, two repeats
     calls = 1 if slow else max(1, -(-sizes.train_steps // K))
 
@@ -273,7 +273,7 @@ def time_train_chunk(config, sizes: Sizes) -> dict[str, float]:
         nonlocal state
         for _ in range(calls):
             state, losses = compiled(state, X, Y)
-        np.asarray(losses)
+        jax.device_get(losses)
 
     steps_per_sec = calls * K / median_seconds(run, 2 if slow else sizes.repeats)
     rows = config.batch_size if not config.full_batch else len(Y)
@@ -530,7 +530,7 @@ def bench_sweep(
 
     state = fresh_state(config.seed)
     state, losses = single(state, X_train, Y_train)  # compile + warm-up
-    np.asarray(losses)
+    jax.device_get(losses)
     out: dict[str, Any] = {
         "sweep_note": (
             "N members (seeds) in sweep's compiled chunk (vmapped steps in tiles, members split "
@@ -562,16 +562,16 @@ def bench_sweep(
             total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
             out["sweep_memory_mb"][str(n)] = (total - mem.alias_size_in_bytes) / 2**20
         leaves, losses = compiled(leaves, hp, X_sweep, Y_sweep)  # warm-up
-        np.asarray(losses)
+        jax.device_get(losses)
         t_single, t_sweep = [], []
         for _ in range(sizes.repeats):
             t0 = time.perf_counter()
             state, losses = single(state, X_train, Y_train)
-            np.asarray(losses)
+            jax.device_get(losses)
             t_single.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             leaves, losses = compiled(leaves, hp, X_sweep, Y_sweep)
-            np.asarray(losses)
+            jax.device_get(losses)
             t_sweep.append(time.perf_counter() - t0)
         one = k_single / statistics.median(t_single)
         agg = n * k / statistics.median(t_sweep)

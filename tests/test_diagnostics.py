@@ -45,7 +45,7 @@ def _one_step(config, edit=lambda params: params):
     params0 = jax.tree.map(np.array, state.params)  # the state is donated
     # full float32 matmuls, as NumPy does (a GPU would otherwise use TF32)
     with jax.default_matmul_precision("highest"):
-        _, (losses, diag) = make_train_chunk(
+        _, (losses, _, diag) = make_train_chunk(
             model, batch_size=32, num_steps=1, full_batch=True, measure_first=True
         )(state, X, Y)
     row = diagnostics.record(jax.device_get(diag), 0)
@@ -170,7 +170,7 @@ def test_plain_chunk_has_no_diagnostics_and_measured_chunk_measures_its_first_st
     measured_hlo = measured.lower(fresh(), X, Y).as_text()
     assert "stablehlo.case" not in plain_hlo and "stablehlo.case" not in measured_hlo
     assert plain_hlo.count("scatter") < measured_hlo.count("scatter")
-    state_a, losses_a = plain(fresh(), X, Y)
-    state_b, (losses_b, diag) = measured(fresh(), X, Y)
+    state_a, (losses_a, _) = plain(fresh(), X, Y)
+    state_b, (losses_b, _, diag) = measured(fresh(), X, Y)
     np.testing.assert_allclose(losses_b, losses_a, rtol=1e-6)
     assert int(state_b.step) == 5 and diag["tanh"]["h_BxH"]["hist"].shape == (50,)

@@ -243,7 +243,9 @@ def test_member_workdirs_work_with_evaluate_sample_and_resume(lr_sweep, data, tm
     assert losses == pytest.approx(results["loss"], abs=1e-6)
     metrics = [json.loads(line) for line in (member / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [40, 80, 120]
-    assert set(metrics[0]) == {"step", "loss", "lr", "steps_per_sec"}
+    assert set(metrics[0]) == {"step", "loss", "lr", "steps_per_sec", "words_seen", "chars_seen"}
+    assert [m["chars_seen"] for m in metrics] == [40 * 16, 80 * 16, 120 * 16]  # a window each
+    assert 0 < metrics[0]["words_seen"] < metrics[-1]["words_seen"] < 120 * 16  # word ends
     assert metrics[-1]["split_loss"] == results["loss"]
     assert sample.main(["--workdir", str(member), "--num", "3"]) == 0
     assert len(capsys.readouterr().out.split()) == 3

@@ -30,8 +30,11 @@ def test_count_bigram_run_writes_results_and_an_empty_metrics_log(tmp_path, smal
         "wall_seconds",
         "compile_seconds",
         "steps_per_sec",
+        "words_seen",
+        "chars_seen",
     }
     assert saved["model"] == "bigram_counts" and saved["steps"] == 0
+    assert saved["words_seen"] == saved["chars_seen"] == 0  # fitted: no batch was trained on
     assert saved["loss"] == results["loss"] and set(saved["loss"]) == {"train", "val", "test"}
     assert 2.0 < saved["loss"]["val"] < 3.0
     assert isinstance(saved["num_params"], int) and saved["num_params"] == 27 * 27
@@ -98,11 +101,11 @@ def test_fused_chunk_equals_single_steps(small_names):
     """K steps in one lax.scan give the same state as K separate one-step calls."""
     config, _ = tiny_config("mlp", small_names)
     _, _, model, fresh, X, Y = tiny_setup(config)
-    fused, losses_fused = make_train_chunk(model, batch_size=32, num_steps=20)(fresh(), X, Y)
+    fused, (losses_fused, _) = make_train_chunk(model, batch_size=32, num_steps=20)(fresh(), X, Y)
     one = make_train_chunk(model, batch_size=32, num_steps=1)
     state, losses = fresh(), []
     for _ in range(20):
-        state, loss = one(state, X, Y)
+        state, (loss, _) = one(state, X, Y)
         losses.append(loss[0])
     assert int(fused.step) == int(state.step) == 20
     np.testing.assert_allclose(losses_fused, np.array(losses), rtol=1e-5)

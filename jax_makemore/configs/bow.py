@@ -7,4 +7,6 @@ from jax_makemore.config import base_config, makemore_training
 def get_config():
     config = makemore_training(base_config("bow"))
     config.num_steps = 30_000
+    # whole words packed end to end in rows of 24; --config.packed=False: makemore's padded rows
+    config.packed, config.pack_len = True, 24
     return config

@@ -18,4 +18,6 @@ def get_config():
     config.weight_decay = 0.1
     config.decay_matrices_only = True
     config.num_steps = 10_000
+    # whole words packed end to end in rows of 24; --config.packed=False: makemore's padded rows
+    config.packed, config.pack_len = True, 24
     return config
