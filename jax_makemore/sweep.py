@@ -54,7 +54,7 @@ from jax_makemore.logs import MemberProgress, RunLog
 from jax_makemore.loop import Loop, MemberRun
 from jax_makemore.models import ModelSpec, get_spec
 from jax_makemore.optim import TRACED_KEYS
-from jax_makemore.sweep_program import StackedProgram, member_states, slice_size, use_cpu_cores
+from jax_makemore.sweep_program import StackedProgram, member_states, slices, use_cpu_cores
 from jax_makemore.train import TrainState, create_train_state, make_train_step, num_params
 from jax_makemore.workdir import RESULTS_FILE, flatten_config, write_json_atomic
 
@@ -438,23 +438,6 @@ def run_sweep(
     finally:
         progress.close()
     return write()
-
-
-def slices(
-    group: Group, todo: list[MemberRun], resume: bool, max_parallel: int | None
-) -> list[list[MemberRun]]:
-    """The group's unfinished members in slices that fit in memory; a slice's members
-    continue from one step."""
-    if not todo:
-        return []
-    size = slice_size(group, max_parallel)
-    by_start: dict[int, list[MemberRun]] = {}
-    for r in todo:
-        start = (
-            ckpt.restore_meta(r.workdir).step if resume and ckpt.has_checkpoint(r.workdir) else 0
-        )
-        by_start.setdefault(start, []).append(r)
-    return [rs[j : j + size] for rs in by_start.values() for j in range(0, len(rs), size)]
 
 
 def train_slice(

@@ -266,6 +266,23 @@ def slice_size(group: Any, max_parallel: int | None) -> int:
     return min(n, fit)
 
 
+def slices(
+    group: Any, todo: list[MemberRun], resume: bool, max_parallel: int | None
+) -> list[list[MemberRun]]:
+    """The group's unfinished members in slices that fit in memory; a slice's members
+    continue from one step."""
+    if not todo:
+        return []
+    size = slice_size(group, max_parallel)
+    by_start: dict[int, list[MemberRun]] = {}
+    for r in todo:
+        start = (
+            ckpt.restore_meta(r.workdir).step if resume and ckpt.has_checkpoint(r.workdir) else 0
+        )
+        by_start.setdefault(start, []).append(r)
+    return [rs[j : j + size] for rs in by_start.values() for j in range(0, len(rs), size)]
+
+
 class StackedProgram:
     """The members of one slice of a group as the loop's program (loop.Program): their stacked
     state, per-member hyper-parameters, and each member's own optax structure and schedule.
