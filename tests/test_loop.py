@@ -278,3 +278,47 @@ def test_a_resume_after_a_crash_logs_each_step_once(tmp_path):
     events = read_events(tmp_path / "crashed")
     assert [s for s, _ in events["train/loss"]] == [40, 80, 120]
     assert [v for _, v in events["train/loss"]] == pytest.approx([r["loss"] for r in straight])
+
+
+def test_packed_sweep_members_equal_packed_single_runs_and_log_events(tmp_path):
+    data = write_small_names(tmp_path, 600)
+    values = dict(
+        n_layer=1, n_embd=16, n_head=2, num_steps=30, steps_per_call=15, eval_every=30,
+        checkpoint_every=30,
+    )  # fmt: skip
+    config, name = tiny_config("transformer", data, **values)
+    assert config.packed and config.pack_len == 24  # the config's packed default
+    members = sweep.expand_members(config, [("seed", "0:2")])
+    record = sweep.run_sweep(members, name, tmp_path / "s")
+    for m in members:
+        single = train_and_evaluate(m.config, name, tmp_path / m.name)
+        entry = next(e for e in record["members"] if e["name"] == m.name)
+        member_dir = tmp_path / "s" / entry["workdir"]
+        results = json.loads((member_dir / "results.json").read_text())
+        assert results["words_seen"] == single["words_seen"] > 30 * 24  # whole words, packed
+        assert results["chars_seen"] == single["chars_seen"]
+        for split, value in single["loss"].items():
+            assert abs(entry["loss"][split] - value) < 1e-5, (m.name, split)
+        events = read_events(member_dir)
+        assert [s for s, _ in events["train/loss"]] == [15, 30]
+        assert events["loss/val"][-1][1] == pytest.approx(results["loss"]["val"], rel=1e-6)
+
+
+def test_words_and_characters_seen_count_the_drawn_batches(tmp_path):
+    import jax
+
+    from jax_makemore.data import dataset_from_config
+
+    data = write_small_names(tmp_path, 600)
+    values = dict(n_layer=1, n_embd=16, n_head=2, num_steps=20, steps_per_call=10, batch_size=8)
+    config, name = tiny_config("transformer", data, packed=False, **values)
+    results = train_and_evaluate(config, name, tmp_path / "run")
+    _, Y = dataset_from_config(config).split("train")
+    data_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)[1]
+    chars = 0
+    for step in range(20):  # the rows each padded step drew, as batches.draw_batch draws them
+        idx = jax.random.randint(jax.random.fold_in(data_key, step), (8,), 0, len(Y))
+        chars += int((Y[np.asarray(idx)] >= 0).sum())
+    assert results["words_seen"] == 20 * 8 and results["chars_seen"] == chars
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["words_seen"] for r in metrics] == [80, 160]
