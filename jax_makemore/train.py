@@ -290,37 +290,42 @@ def check_memory(r: Run, first_chunk: int) -> None:
     """Stop before training, with the cause and the flag that fixes it, when the first chunk
     or an evaluation batch needs more memory than the machine has (the chunk is compiled here
     and kept for the loop)."""
-    per_device = 1 if jax.devices()[0].platform != "cpu" else r.mesh.size  # CPU devices share RAM
+    # a chunk runs on every device of the mesh, which share the host's memory on a CPU;
+    # evaluation runs on one device
+    per_device = 1 if jax.devices()[0].platform != "cpu" else r.mesh.size
     need = None
     if first_chunk > 0:
         r.compile(first_chunk)
         need = memory.compiled_bytes(r.compiled[first_chunk])
+        need = None if need is None else need * per_device
     X, Y = r.ds.split("train")
     rows = min(r.config.eval_batch_size, len(X))
     shapes = [jax.ShapeDtypeStruct((rows, *a.shape[1:]), a.dtype) for a in (X, Y)]
     eval_need = memory.compiled_bytes(r.eval_step.lower(r.variables(), *shapes).compile())
     if need is None or (eval_need is not None and eval_need > need):
         need, what = eval_need, f"evaluation in batches of {rows} rows (eval_batch_size)"
+        batch_key = "eval_batch_size"
     else:
-        what = f"a train step of model {r.config.model.name!r}"
-    memory.check_fits(None if need is None else need * per_device, what, *memory_cause(r))
+        what, batch_key = f"a train step of model {r.config.model.name!r}", "batch_size"
+    memory.check_fits(need, what, *memory_cause(r, batch_key))
 
 
-def memory_cause(r: Run) -> tuple[str, str]:
+def memory_cause(r: Run, batch_key: str) -> tuple[str, str]:
     """What makes a step large, and the flag that makes it smaller: the longest line when it
-    stretches every row of the sequences layout, else the batch size."""
-    c, ds = r.config, r.ds
+    stretches every row of the sequences layout, else the batch size (`batch_key`)."""
+    ds, batch = r.ds, r.config[batch_key]
     lengths = sorted(len(w) for split in ds.words for w in split)
     typical = lengths[int(0.999 * (len(lengths) - 1))]
     if r.spec.layout == "sequences" and ds.longest_word > 4 * max(typical, 1):
         line, length = longest_line(ds.path)
+        fits = max(n for n in lengths if n <= 4 * max(typical, 1))
         return (
             f"line {line} of data file '{ds.path}' has {length} characters, so every row is "
             f"{ds.seq_len} positions long",
-            f"refuse such lines with --config.max_word_length={typical} (or lower "
-            f"--config.batch_size={c.batch_size})",
+            f"refuse such lines with --config.max_word_length={fits} (or lower "
+            f"--config.{batch_key}={batch})",
         )
-    return f"batch_size={c.batch_size}", "lower --config.batch_size"
+    return f"{batch_key}={batch}", f"lower --config.{batch_key}"
 
 
 def longest_line(path: Path) -> tuple[int, int]:
