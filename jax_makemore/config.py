@@ -69,6 +69,8 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c.adam_eps = 1e-8
     c.weight_decay = 0.0  # decoupled decay via optax.add_decayed_weights / adamw
     c.decay_matrices_only = True  # False: decay every parameter, as torch's AdamW does
+    c.ema_decay = 0.0  # > 0: also keep an exponential moving average of the params (evaluated,
+    # saved, and used by sample and evaluate); 0.999 averages over about the last 1,000 steps
     c.l2_mean = 0.0  # the notes' `l2_mean * mean(W**2)` term, as equivalent per-matrix weight decay
     # loop
     c.steps_per_call = 1000  # steps fused into one compiled lax.scan
@@ -230,6 +232,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if config.lr_schedule not in ("step", "cosine"):
         raise UserError(f"config key lr_schedule={config.lr_schedule!r}: expected step or cosine")
     check_split_fractions(config.split_fractions)
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise UserError(f"config key ema_decay={config.ema_decay} must be in [0, 1)")
     if config.pack_len <= 0:
         raise UserError(f"config key pack_len must be > 0, got {config.pack_len}")
     check_packable(config.model, config.packed)

@@ -6,7 +6,7 @@ Everything here takes host numbers the loop already has: logging never touches t
 
 TensorBoard events are written with tensorboardX's `SummaryWriter`, which needs neither
 TensorFlow nor PyTorch (Flax's and CLU's writers import TensorFlow). Tags: `train/loss` (the
-mean loss of a chunk), `loss/<split>` at each evaluation, `lr`, `steps_per_sec`, the diagnostics
+mean loss of a chunk), `loss/<split>` at each evaluation (`loss_ema/<split>` for averaged params), `lr`, `steps_per_sec`, the diagnostics
 as `tanh/<layer>/...`, `grad/<matrix>/...` and `update_ratio/<matrix>` (histograms and scalars),
 and the samples printed at the end as text. A resumed run purges the events past its checkpoint
 step, and trims the .jsonl logs the same way, so each step is logged once.
@@ -69,9 +69,10 @@ class RunLog:
         for key in ("lr", "steps_per_sec", "words_seen", "chars_seen"):
             if key in record:
                 self.events.add_scalar(key, record[key], step)
-        for split, value in (record.get("split_loss") or {}).items():
-            if value is not None:
-                self.events.add_scalar(f"loss/{split}", value, step)
+        for key, prefix in (("split_loss", "loss"), ("split_loss_ema", "loss_ema")):
+            for split, value in (record.get(key) or {}).items():
+                if value is not None:
+                    self.events.add_scalar(f"{prefix}/{split}", value, step)
 
     def diagnostics(self, record: dict[str, Any]) -> None:
         """One measurement (diagnostics.record) in diagnostics.jsonl and as histograms."""

@@ -84,8 +84,9 @@ class Program(Protocol):
     def chunk(self, k: int) -> ChunkOut:
         """Run k steps of every member (compiled already); `step` advances by k."""
 
-    def evaluate(self) -> list[SplitLoss]:
-        """Every member's split losses (train, val, test), at the current step."""
+    def evaluate(self, averaged: bool = False) -> list[SplitLoss]:
+        """Every member's split losses (train, val, test), at the current step; of the moving
+        average of its params with `averaged` (optim.parameter_average)."""
 
     def save(self, indices: Sequence[int]) -> None:
         """Checkpoint the members at `indices` at the current step (unless they have one)."""
@@ -134,6 +135,7 @@ class Loop:
         self.start = self.program.step
         self.measured_compile = self.train_seconds = 0.0
         self.split_loss: list[SplitLoss] | None = None  # of the last evaluation
+        self.split_loss_ema: list[SplitLoss] | None = None  # ... of the averaged params
         self.evaluated_at: int | None = None
         # words and characters seen so far, continued from the metrics log of a resumed run
         self.seen_Mx2 = np.array([m.log.seen() or (0, 0) for m in self.members], np.int64)
@@ -182,6 +184,8 @@ class Loop:
             }
             if self.evaluated_at == step:
                 record["split_loss"] = self.split_loss[i]
+                if self.split_loss_ema is not None:
+                    record["split_loss_ema"] = self.split_loss_ema[i]
             self.members[i].log.metrics(record)
         if not live:
             return
@@ -191,6 +195,8 @@ class Loop:
 
     def evaluate(self) -> None:
         self.split_loss = self.program.evaluate()
+        if self.config.get("ema_decay", 0.0) > 0:
+            self.split_loss_ema = self.program.evaluate(averaged=True)
         self.evaluated_at = self.program.step
         self.progress.evaluated(self.evaluated_at, self.split_loss)
 
@@ -253,6 +259,8 @@ class Loop:
                 "words_seen": int(self.seen_Mx2[i, 0]),
                 "chars_seen": int(self.seen_Mx2[i, 1]),
             }
+            if self.split_loss_ema is not None:
+                m.results["loss_ema"] = self.split_loss_ema[i]
             if parallel.is_primary():
                 write_json_atomic(m.workdir / RESULTS_FILE, m.results)
             m.status = "done"

@@ -3,7 +3,7 @@ lives here (optax.add_decayed_weights), never as a term inside the model or the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -119,14 +119,61 @@ def build_optimizer(
     decay = []
     if config.l2_mean > 0:
         decay.append(l2_mean_as_weight_decay(get("l2_mean"), params))
+    average = [parameter_average(config.ema_decay)] if config.get("ema_decay", 0.0) > 0 else []
     if config.optimizer == "sgd":
         if config.weight_decay > 0:
             decay.append(optax.add_decayed_weights(get("weight_decay"), mask=decay_mask))
-        return optax.chain(*decay, optax.sgd(schedule))
+        return optax.chain(*decay, optax.sgd(schedule), *average)
     if config.optimizer == "adamw":
         adamw = optax.adamw(
             schedule, b1=get("adam_b1"), b2=get("adam_b2"), eps=get("adam_eps"),
             weight_decay=get("weight_decay"), mask=decay_mask,
         )  # fmt: skip
-        return optax.chain(*decay, adamw)
+        return optax.chain(*decay, adamw, *average)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
+
+
+class ParamAverage(NamedTuple):
+    """The optimizer state of `parameter_average`: the running average of the parameters."""
+
+    averaged_params: Any
+
+
+def parameter_average(decay: float) -> optax.GradientTransformation:
+    """An exponential moving average of the parameters after each update, kept in the
+    optimizer state (so checkpoints, resume and sweeps carry it like any optimizer moment):
+    avg <- decay * avg + (1 - decay) * (params + updates), starting at the initial params.
+    It leaves the updates unchanged, so training is the same with or without it; it goes last
+    in the chain, where the updates are final."""
+
+    def init(params):
+        return ParamAverage(jax.tree.map(jnp.copy, params))  # its own buffers (donated)
+
+    def update(updates, state, params):
+        new_params = optax.apply_updates(params, updates)
+        averaged = jax.tree.map(
+            lambda a, p: decay * a + (1.0 - decay) * p, state.averaged_params, new_params
+        )
+        return updates, ParamAverage(averaged)
+
+    return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state: Any) -> Any | None:
+    """The averaged parameters inside an optimizer state (its tree of optax states, or the
+    nested dicts a checkpoint restores without a target); None without an average."""
+    if isinstance(opt_state, ParamAverage):
+        return opt_state.averaged_params
+    if isinstance(opt_state, dict):
+        if "averaged_params" in opt_state:
+            return opt_state["averaged_params"]
+        children = list(opt_state.values())
+    elif isinstance(opt_state, tuple | list):
+        children = list(opt_state)
+    else:
+        return None
+    for child in children:
+        found = averaged_params(child)
+        if found is not None:
+            return found
+    return None

@@ -15,6 +15,7 @@ from jax_makemore import checkpoint as ckpt
 from jax_makemore.data import Vocab, read_words, split_data
 from jax_makemore.errors import UserError
 from jax_makemore.models import ModelSpec, get_spec
+from jax_makemore.optim import averaged_params
 
 
 def variables_of(params: Any, batch_stats: Any) -> dict[str, Any]:
@@ -42,13 +43,17 @@ class LoadedModel:
 
 
 def load_trained(workdir: str | Path) -> LoadedModel:
-    """Restore the latest checkpoint of `workdir` (params and batch_stats only)."""
+    """Restore the latest checkpoint of `workdir` (params and batch_stats only; the averaged
+    params in place of the raw ones when the run kept an average)."""
     meta = ckpt.restore_meta(workdir)
     config = meta.config
     spec = get_spec(config.model.name)
     model = spec.build(config.model, meta.vocab.size, meta.seq_len)
     state = ckpt.restore_state(workdir, meta.step)
-    variables = variables_of(state["params"], state.get("batch_stats"))
+    # the moving average of the params when the run kept one (config key ema_decay)
+    averaged = averaged_params(state.get("opt_state"))
+    params = state["params"] if averaged is None else averaged
+    variables = variables_of(params, state.get("batch_stats"))
     train_words = heldout_words = None
     if Path(config.data_path).is_file():
         try:

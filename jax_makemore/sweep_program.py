@@ -33,7 +33,12 @@ from jax_makemore.data import SPLITS
 from jax_makemore.errors import UserError
 from jax_makemore.loop import ChunkOut, MemberRun
 from jax_makemore.loss import masked_nll, pad_rows
-from jax_makemore.optim import build_optimizer, learning_rate_schedule, resolved_value
+from jax_makemore.optim import (
+    averaged_params,
+    build_optimizer,
+    learning_rate_schedule,
+    resolved_value,
+)
 from jax_makemore.restore import variables_of
 from jax_makemore.train import TrainState, create_train_state, make_train_step
 from jax_makemore.workdir import check_checkpoint, prepare_workdir
@@ -331,11 +336,13 @@ class StackedProgram:
         self.step += k
         return ChunkOut(np.ascontiguousarray(losses_KxM[:, :M].T), None, seen_Mx2[:M])
 
-    def evaluate(self) -> list[dict[str, float | None]]:
-        """Every member's split losses, in batches of eval_batch_size rows as `train`'s."""
+    def evaluate(self, averaged: bool = False) -> list[dict[str, float | None]]:
+        """Every member's split losses, in batches of eval_batch_size rows as `train`'s (of
+        the averaged params with `averaged`)."""
         rows = self.group.config.eval_batch_size
         state = jax.tree.unflatten(jax.tree.structure(self.group.abstract_state), self.leaves_M)
-        variables_M = variables_of(state.params, state.batch_stats)
+        params = averaged_params(state.opt_state) if averaged else state.params
+        variables_M = variables_of(params, state.batch_stats)
         per_split = {
             name: evaluate_members(
                 self.eval_fn, variables_M, self.hp_M, *self.group.ds.split(name), rows

@@ -35,7 +35,7 @@ from jax_makemore.logs import NullLog, RunLog, StepProgress
 from jax_makemore.loop import ChunkOut, Loop, MemberRun, chunk_ends
 from jax_makemore.loss import evaluate_loss, make_eval_step, mean_nll
 from jax_makemore.models import ModelSpec, get_spec, input_length
-from jax_makemore.optim import build_optimizer, learning_rate_schedule
+from jax_makemore.optim import averaged_params, build_optimizer, learning_rate_schedule
 from jax_makemore.restore import variables_of
 from jax_makemore.sample import default_max_len, generate, label_words
 from jax_makemore.workdir import check_checkpoint, prepare_workdir
@@ -217,9 +217,11 @@ class Run:
         self.schedule = learning_rate_schedule(self.config)
         self.eval_step = make_eval_step(self.model)
 
-    def variables(self) -> dict[str, Any]:
-        """This process's copy of the model's variables (params and running statistics)."""
-        return parallel.local_copy(variables_of(self.state.params, self.state.batch_stats))
+    def variables(self, averaged: bool = False) -> dict[str, Any]:
+        """This process's copy of the model's variables (params and running statistics); with
+        `averaged`, the moving average of the params (optim.parameter_average) in their place."""
+        params = averaged_params(self.state.opt_state) if averaged else self.state.params
+        return parallel.local_copy(variables_of(params, self.state.batch_stats))
 
     def compile(self, k: int) -> None:
         if k not in self.compiled:
@@ -241,8 +243,8 @@ class Run:
         self.step += k
         return ChunkOut(np.asarray(out[0])[None], records, np.asarray(out[1])[None])
 
-    def evaluate(self) -> list[dict[str, float | None]]:
-        variables = self.variables()
+    def evaluate(self, averaged: bool = False) -> list[dict[str, float | None]]:
+        variables = self.variables(averaged)
         rows = self.config.eval_batch_size
         return [
             {s: evaluate_loss(self.eval_step, variables, *self.ds.split(s), rows) for s in SPLITS}
@@ -409,8 +411,9 @@ def train_and_evaluate(
 
 def final_samples(r: Run, n: int) -> list[tuple[str, str]]:
     """`n` words from the trained model, each labelled new / in train / in val/test."""
+    averaged = r.config.ema_decay > 0  # sample as `sample` does: from the averaged params
     words = generate(
-        r.model, r.variables(), r.ds.vocab, r.sample_key, n,
+        r.model, r.variables(averaged), r.ds.vocab, r.sample_key, n,
         layout=r.spec.layout, input_len=input_length(r.config.model, r.ds.seq_len),
         max_len=default_max_len(r.ds.longest_word),
     )  # fmt: skip
@@ -473,6 +476,11 @@ def main(argv: Sequence[str]) -> int:
         return 0
     losses = "  ".join(f"{s} {v:.4f}" for s, v in results["loss"].items() if v is not None)
     print(f"{name}: {results['steps']} steps, {results['num_params']:,} params, loss {losses}")
+    if "loss_ema" in results:
+        averaged = "  ".join(
+            f"{s} {v:.4f}" for s, v in results["loss_ema"].items() if v is not None
+        )
+        print(f"averaged params (ema_decay={config.ema_decay}): loss {averaged}")
     print(
         f"wall {results['wall_seconds']:.1f}s (compile {results['compile_seconds']:.1f}s), "
         f"{results['steps_per_sec']:,.0f} steps/s -> {workdir / 'results.json'}"

@@ -16,8 +16,25 @@ and returns
   where they are: `segment_BxT` (int32) numbers the row's words 1, 2, ... and is 0 on empty
   positions; `position_BxT` (int32) is the position within the word, 0 at the word's boundary
   token. A model whose spec declares `packs=True` must then let no position see another word,
-  and give each word the logits it gets alone in a padded row. Further call-time switches (a
-  decoding mode) are keyword arguments of this same call, never module fields.
+  and give each word the logits it gets alone in a padded row. Further call-time switches are
+  keyword arguments of this same call, never module fields.
+
+Decoding (a `sequences` model whose spec declares `decodes=True`): the same call with the
+keyword `decode=True` runs the model one position at a time on a cache, Flax's `cache`
+collection, as Flax's lm1b example does:
+
+* the first `decode=True` call, on an R x L input and with no `cache` in the variables,
+  creates the cache for R rows of up to L positions (and returns the full forward's logits);
+  `init_cache` below builds it from its shapes alone, since a model's empty cache is all zeros;
+* each later call, with the cache in the variables and `mutable=["cache"]`, takes idx_Rx1, the
+  token at the next position of every row, and returns that position's logits_Rx1xV (equal to
+  the full forward's at that position) and the updated cache (`decode_step` below).
+
+All rows decode in step: a cache leaf is either a scalar shared by every row (the position
+index) or an array with the rows on its first axis, so that keeping some rows is a gather of
+every leaf with an axis. Positions go up to the L of the first call (a position table has
+seq_len rows); decoding is eval mode only (`train=False`, padded rows). The model docstrings
+state the cache's bytes for R rows.
 
 Optional: running statistics in the `batch_stats` collection; a `dropout` rng stream when
 `train=True`; tanh hidden states sown into `intermediates` under names starting with `h_` (the
@@ -66,6 +83,8 @@ class ModelSpec:
         pure and jit-compatible; the train step uses it when given.
     packs: the module takes packed rows (`segment_BxT`, `position_BxT`), so training may lay
         several words in one row instead of padding each word to its own.
+    decodes: the module takes `decode=True` (see the module docstring): the sampler then draws
+        from a cache, one position per step, instead of recomputing the whole word each step.
     """
 
     name: str
@@ -75,6 +94,7 @@ class ModelSpec:
     fit: Callable[..., Any] | None = None
     loss_and_grads: Callable[..., Any] | None = None
     packs: bool = False
+    decodes: bool = False
 
     def hyperparameters(self) -> dict[str, Any]:
         """The module's defaulted fields that the config sets: {field name: default}."""
@@ -102,6 +122,39 @@ class ModelSpec:
         if self.takes_seq_len():
             kwargs["seq_len"] = seq_len
         return self.module(vocab_size=vocab_size, **kwargs)
+
+
+def init_cache(module: nn.Module, variables: Any, rows: int, length: int) -> Any:
+    """The empty decoding cache of `module` for `rows` rows of up to `length` positions: the
+    `cache` collection a `decode=True` call on a rows x length input creates, all zeros. Built
+    from the shapes only (`jax.eval_shape`), so no forward pass is computed."""
+
+    def created(variables: Any, idx_RxL: jax.Array) -> Any:
+        _, mutated = module.apply(variables, idx_RxL, train=False, decode=True, mutable=["cache"])
+        return mutated["cache"]
+
+    idx_RxL = jax.ShapeDtypeStruct((rows, length), jnp.int32)
+    shapes = jax.eval_shape(created, variables, idx_RxL)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def decode_step(
+    module: nn.Module, variables: Any, cache: Any, idx_Rx1: jax.Array
+) -> tuple[jax.Array, Any]:
+    """(logits_RxV, cache): the logits at the next position of every row, whose tokens are
+    `idx_Rx1`, and the cache that has taken them in."""
+    logits_Rx1xV, mutated = module.apply(
+        {**variables, "cache": cache}, idx_Rx1, train=False, decode=True, mutable=["cache"]
+    )
+    return logits_Rx1xV[:, 0], mutated["cache"]
+
+
+def check_decode(
+    decode: bool, train: bool, segment_BxT: jax.Array | None, position_BxT: jax.Array | None
+) -> None:
+    """Decoding runs in eval mode on padded rows only."""
+    if decode and (train or segment_BxT is not None or position_BxT is not None):
+        raise ValueError("decode=True takes padded rows with train=False")
 
 
 def causal_word_mask(T: int, segment_BxT: jax.Array | None = None) -> jax.Array:

@@ -3,11 +3,17 @@
 wte + wpe -> n_layer x [x + attn(ln_1(x)); x + mlp(ln_2(x))] -> ln_f -> lm_head (no bias).
 
 Shape letters: B batch, T positions (<= seq_len in a padded row; any width in a packed row),
-C n_embd, A heads, D = C / A per head, V vocab_size.
+C n_embd, A heads, D = C / A per head, V vocab_size, L the positions a decoding cache holds.
 
 Packed rows (`segment_BxT`, `position_BxT`, see `base.py`): attention is causal and stays inside
 a word, and the position embedding is indexed by the position within the word, so each word's
 logits are those it gets alone in a padded row.
+
+Decoding (`decode=True`, see `base.py`): each attention layer caches the keys and values of the
+positions decoded so far (`key_BxLxAxD`, `value_BxLxAxD`), and the model the position index
+(`index`, a scalar) that picks the position embedding and the cache slot. A step attends from
+the new position to the L cached slots, those after it masked, as the full forward does. The
+cache of R rows takes 2 * n_layer * R * L * n_embd * 4 bytes (float32) + 4 (the index).
 
 Initialisation follows the PyTorch modules makemore.py builds, which keep their defaults (no
 GPT-2 special init): every Linear gets `torch_dense` (U(+-1/sqrt(fan_in)) for weight and
@@ -32,7 +38,12 @@ from flax import linen as nn
 
 from jax_makemore.errors import UserError
 from jax_makemore.layers import EMBED_INIT, LAYERNORM_EPS, lm_head, torch_dense
-from jax_makemore.models.base import ModelSpec, causal_word_mask, check_word_layout
+from jax_makemore.models.base import (
+    ModelSpec,
+    causal_word_mask,
+    check_decode,
+    check_word_layout,
+)
 
 
 class CausalSelfAttention(nn.Module):
@@ -44,8 +55,16 @@ class CausalSelfAttention(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x_BxTxC: jax.Array, train: bool, segment_BxT: jax.Array | None = None
+        self,
+        x_BxTxC: jax.Array,
+        train: bool,
+        segment_BxT: jax.Array | None = None,
+        *,
+        decode: bool = False,
+        index: jax.Array | None = None,
     ) -> jax.Array:
+        """`decode`: keep a key/value cache (created for this call's B x T); `index`: the
+        position of a one-position decode step (T = 1), None for a full forward."""
         B, T, C = x_BxTxC.shape
         A = self.n_head
         D = C // A
@@ -55,12 +74,26 @@ class CausalSelfAttention(nn.Module):
         q_BxTxAxD = q_BxTxC.reshape(B, T, A, D)
         k_BxTxAxD = k_BxTxC.reshape(B, T, A, D)
         v_BxTxAxD = v_BxTxC.reshape(B, T, A, D)
+        if decode:
+            cached_k = self.variable("cache", "key_BxLxAxD", jnp.zeros, (B, T, A, D))
+            cached_v = self.variable("cache", "value_BxLxAxD", jnp.zeros, (B, T, A, D))
+        if index is not None:  # the new position's key and value join the cache; read all L
+            cached_k.value = jax.lax.dynamic_update_index_in_dim(
+                cached_k.value, k_BxTxAxD[:, 0], index, axis=1
+            )
+            cached_v.value = jax.lax.dynamic_update_index_in_dim(
+                cached_v.value, v_BxTxAxD[:, 0], index, axis=1
+            )
+            k_BxTxAxD, v_BxTxAxD = cached_k.value, cached_v.value
         att_BxAxTxT = jnp.einsum("bqhd,bkhd->bhqk", q_BxTxAxD, k_BxTxAxD) / math.sqrt(D)
-        visible_Bx1xTxT = causal_word_mask(T, segment_BxT)[:, None]
+        if index is None:
+            visible_Bx1xTxT = causal_word_mask(T, segment_BxT)[:, None]
+        else:  # one query row: the cached slots up to its position
+            visible_Bx1xTxT = (jnp.arange(k_BxTxAxD.shape[1]) <= index)[None, None, None]
         att_BxAxTxT = jnp.where(visible_Bx1xTxT, att_BxAxTxT, -jnp.inf)
         att_BxAxTxT = jax.nn.softmax(att_BxAxTxT, axis=-1)
         att_BxAxTxT = nn.Dropout(self.dropout)(att_BxAxTxT, deterministic=not train)
-        y_BxTxAxD = jnp.einsum("bhqk,bkhd->bqhd", att_BxAxTxT, v_BxTxAxD)
+        y_BxTxAxD = jnp.einsum("bhqk,bkhd->bqhd", att_BxAxTxT, v_BxTxAxD)  # T queries
         y_BxTxC = y_BxTxAxD.reshape(B, T, C)
         y_BxTxC = torch_dense(C, C, name="c_proj")(y_BxTxC)
         return nn.Dropout(self.dropout)(y_BxTxC, deterministic=not train)
@@ -74,12 +107,18 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x_BxTxC: jax.Array, train: bool, segment_BxT: jax.Array | None = None
+        self,
+        x_BxTxC: jax.Array,
+        train: bool,
+        segment_BxT: jax.Array | None = None,
+        *,
+        decode: bool = False,
+        index: jax.Array | None = None,
     ) -> jax.Array:
         C = x_BxTxC.shape[-1]
         ln_1 = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_1")
         x_BxTxC = x_BxTxC + CausalSelfAttention(self.n_head, self.dropout, name="attn")(
-            ln_1(x_BxTxC), train, segment_BxT
+            ln_1(x_BxTxC), train, segment_BxT, decode=decode, index=index
         )
         h_BxTxC = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_2")(x_BxTxC)
         h_BxTx4C = torch_dense(4 * C, C, name="c_fc")(h_BxTxC)
@@ -107,9 +146,19 @@ class Transformer(nn.Module):
         *,
         segment_BxT: jax.Array | None = None,
         position_BxT: jax.Array | None = None,
+        decode: bool = False,
     ) -> jax.Array:
         check_word_layout(segment_BxT, position_BxT)
+        check_decode(decode, train, segment_BxT, position_BxT)
         T = idx_BxT.shape[1]
+        index = None  # the position of a decode step; None: the full forward
+        if decode and self.has_variable("cache", "index"):
+            cached_index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
+            index = cached_index.value
+            position_BxT = index[None, None]
+            cached_index.value = index + 1
+        elif decode:  # the call that creates the cache
+            self.variable("cache", "index", jnp.zeros, (), jnp.int32)
         tok_BxTxC = nn.Embed(self.vocab_size, self.n_embd, embedding_init=EMBED_INIT, name="wte")(
             idx_BxT
         )
@@ -121,7 +170,7 @@ class Transformer(nn.Module):
         x_BxTxC = nn.Dropout(self.dropout)(tok_BxTxC + pos_BxTxC, deterministic=not train)
         for i in range(self.n_layer):
             x_BxTxC = Block(self.n_head, self.dropout, name=f"block_{i}")(
-                x_BxTxC, train, segment_BxT
+                x_BxTxC, train, segment_BxT, decode=decode, index=index
             )
         x_BxTxC = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_f")(x_BxTxC)
         return lm_head(self.vocab_size, use_bias=False)(x_BxTxC)
@@ -138,4 +187,6 @@ def validate(model: ml_collections.ConfigDict) -> None:
         raise UserError(f"config key model.dropout={model.dropout} must be in [0, 1)")
 
 
-SPECS = (ModelSpec("transformer", Transformer, "sequences", validate=validate, packs=True),)
+SPECS = (
+    ModelSpec("transformer", Transformer, "sequences", validate=validate, packs=True, decodes=True),
+)
