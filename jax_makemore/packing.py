@@ -76,7 +76,10 @@ def _place(tokens_J: jax.Array, rows: int, width: int) -> tuple[jax.Array, ...]:
         count = jnp.sum(ends_Q <= width)  # ends grow, so the fitting ones are a prefix
         return first + count, (first, count, ends_Q)
 
-    _, (first_B, count_B, ends_BxQ) = jax.lax.scan(row, jnp.zeros((), jnp.int32), None, rows)
+    # the first row starts at candidate 0; derived from the candidates, so that under
+    # shard_map (a sweep's members split over devices) the carry varies as they do
+    start = tokens_J[0].astype(jnp.int32) * 0
+    _, (first_B, count_B, ends_BxQ) = jax.lax.scan(row, start, None, rows)
     return first_B, count_B, ends_BxQ
 
 

@@ -322,3 +322,26 @@ def test_words_and_characters_seen_count_the_drawn_batches(tmp_path):
     assert results["words_seen"] == 20 * 8 and results["chars_seen"] == chars
     metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["words_seen"] for r in metrics] == [80, 160]
+
+
+def test_a_packed_sweep_split_over_two_devices_equals_one_device(tmp_path):
+    data = write_small_names(tmp_path, 600)
+    values = dict(
+        n_layer=1, n_embd=16, n_head=2, num_steps=20, steps_per_call=10, eval_every=20,
+        checkpoint_every=20,
+    )  # fmt: skip
+    config, name = tiny_config("transformer", data, **values)
+    members = sweep.expand_members(config, [("seed", "0:2")])
+    one_device = sweep.run_sweep(members, name, tmp_path / "one")
+    flags = [f"--config.{k if k in config else 'model.' + k}={v}" for k, v in values.items()]
+    proc = run_cli(
+        "sweep", "--config", "transformer", "--sweep.seed=0:2", f"--config.data_path={data}",
+        "--workdir", str(tmp_path / "two"), *flags,
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    two_devices = json.loads((tmp_path / "two" / "sweep.json").read_text())
+    for a, b in zip(one_device["members"], two_devices["members"], strict=True):
+        assert a["name"] == b["name"] and b["status"] == "done"
+        for split in ("train", "val", "test"):
+            assert abs(a["loss"][split] - b["loss"][split]) < 1e-5
