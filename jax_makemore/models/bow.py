@@ -9,6 +9,10 @@ C n_embd, H n_embd2 (MLP hidden), V vocab_size.
 Packed rows (`segment_BxT`, `position_BxT`, see `base.py`): the average runs over the positions
 of the word only, and the position embedding is indexed by the position within the word.
 
+Decoding (`decode=True`, see `base.py`): the cache holds the running sum of the (token +
+position) embeddings (`sum_BxC`) and the position index (`index`, a scalar); a step's average is
+the sum over index + 1. The cache of R rows takes R * n_embd * 4 bytes (float32) + 4.
+
 Initialisation as the PyTorch modules makemore.py builds: embeddings N(0, 1), every Linear
 `torch_dense` (U(+-1/sqrt(fan_in))); the lm_head gets `LM_HEAD_INIT` so that the first loss is
 ~ln(vocab_size). The MLP's tanh activations are sown as `h_BxTxH`.
@@ -21,7 +25,12 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jax_makemore.layers import EMBED_INIT, lm_head, torch_dense
-from jax_makemore.models.base import ModelSpec, causal_word_mask, check_word_layout
+from jax_makemore.models.base import (
+    ModelSpec,
+    causal_word_mask,
+    check_decode,
+    check_word_layout,
+)
 
 
 def causal_average(x_BxTxC: jax.Array, segment_BxT: jax.Array | None = None) -> jax.Array:
@@ -51,21 +60,35 @@ class BoW(nn.Module):
         *,
         segment_BxT: jax.Array | None = None,
         position_BxT: jax.Array | None = None,
+        decode: bool = False,
     ) -> jax.Array:
         check_word_layout(segment_BxT, position_BxT)
-        T = idx_BxT.shape[1]
+        check_decode(decode, train, segment_BxT, position_BxT)
+        B, T = idx_BxT.shape
         C, H = self.n_embd, self.n_embd2
+        stepping = decode and self.has_variable("cache", "index")  # else a full forward
+        if decode:
+            cached_index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
+            cached_sum = self.variable("cache", "sum_BxC", jnp.zeros, (B, C))
+        if stepping:
+            position_BxT = cached_index.value[None, None]
         tok_BxTxC = nn.Embed(self.vocab_size, C, embedding_init=EMBED_INIT, name="wte")(idx_BxT)
         # a padded row's positions are 0..T-1 (one 1xT row, broadcast over the batch)
         position_BxT = jnp.arange(T)[None] if position_BxT is None else position_BxT
         pos_BxTxC = nn.Embed(self.seq_len, C, embedding_init=EMBED_INIT, name="wpe")(position_BxT)
         x_BxTxC = tok_BxTxC + pos_BxTxC
         # makemore's BoWBlock: two residual steps, context average then MLP
-        x_BxTxC = x_BxTxC + causal_average(x_BxTxC, segment_BxT)
+        if stepping:  # T = 1: the new position joins the running sum
+            cached_sum.value = cached_sum.value + x_BxTxC[:, 0]
+            count = (cached_index.value + 1).astype(x_BxTxC.dtype)
+            x_BxTxC = x_BxTxC + (cached_sum.value / count)[:, None]
+            cached_index.value = cached_index.value + 1
+        else:
+            x_BxTxC = x_BxTxC + causal_average(x_BxTxC, segment_BxT)
         h_BxTxH = jnp.tanh(torch_dense(H, C, name="c_fc")(x_BxTxC))
         self.sow("intermediates", "h_BxTxH", h_BxTxH)
         x_BxTxC = x_BxTxC + torch_dense(C, H, name="c_proj")(h_BxTxH)
         return lm_head(self.vocab_size)(x_BxTxC)
 
 
-SPECS = (ModelSpec("bow", BoW, "sequences", packs=True),)
+SPECS = (ModelSpec("bow", BoW, "sequences", packs=True, decodes=True),)

@@ -9,6 +9,10 @@ V vocab_size.
 Packed rows (`segment_BxT`, `position_BxT`, see `base.py`): the state goes back to the learned
 start state at every word start (position 0), so no state crosses from one word to the next.
 
+Decoding (`decode=True`, see `base.py`): the cache holds the hidden state (`h_BxH`) and the
+position index (`index`, a scalar; at 0 the state is the learned start state, since an empty
+cache is all zeros). The cache of R rows takes R * n_embd2 * 4 bytes (float32) + 4.
+
 Initialisation as the PyTorch modules makemore.py builds: embeddings N(0, 1), every Linear
 `torch_dense` (U(+-1/sqrt(fan_in))), the start state zeros; the lm_head gets `LM_HEAD_INIT`
 so that the first loss is ~ln(vocab_size). The hidden states are sown as `h_BxTxH`.
@@ -21,7 +25,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from jax_makemore.layers import EMBED_INIT, lm_head, torch_dense
-from jax_makemore.models.base import ModelSpec, check_word_layout
+from jax_makemore.models.base import ModelSpec, check_decode, check_word_layout
 
 
 class RNNCell(nn.Module):
@@ -73,13 +77,25 @@ class RNN(nn.Module):
         *,
         segment_BxT: jax.Array | None = None,
         position_BxT: jax.Array | None = None,
+        decode: bool = False,
     ) -> jax.Array:
         check_word_layout(segment_BxT, position_BxT)
+        check_decode(decode, train, segment_BxT, position_BxT)
         B = idx_BxT.shape[0]
         emb_BxTxE = nn.Embed(self.vocab_size, self.n_embd, embedding_init=EMBED_INIT, name="wte")(
             idx_BxT
         )
         start_1xH = self.param("start", nn.initializers.zeros, (1, self.n_embd2))
+        stepping = decode and self.has_variable("cache", "index")  # else a full forward
+        if decode:
+            cached_index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
+            cached_h = self.variable("cache", "h_BxH", jnp.zeros, (B, self.n_embd2))
+        if stepping:  # T = 1: one cell step from the cached state
+            h_BxH = jnp.where(cached_index.value == 0, start_1xH, cached_h.value)
+            h_BxH, _ = self.cell_type()(self.n_embd2, name="cell")(h_BxH, emb_BxTxE[:, 0])
+            cached_h.value = h_BxH
+            cached_index.value = cached_index.value + 1
+            return lm_head(self.vocab_size)(h_BxH[:, None])
         h0_BxH = jnp.broadcast_to(start_1xH, (B, self.n_embd2))
         # a padded row starts one word at t = 0 only: no per-step reset to compute
         restart_BxT = None if position_BxT is None else position_BxT == 0
@@ -108,6 +124,6 @@ class GRU(RNN):
 
 
 SPECS = (
-    ModelSpec("rnn", RNN, "sequences", packs=True),
-    ModelSpec("gru", GRU, "sequences", packs=True),
+    ModelSpec("rnn", RNN, "sequences", packs=True, decodes=True),
+    ModelSpec("gru", GRU, "sequences", packs=True, decodes=True),
 )

@@ -15,7 +15,8 @@ Shape letters: B batch; T time positions of the current level (block_size for th
 halved by each level); C features per position entering a level (n_embd, then n_hidden);
 D = 2C, two consecutive positions side by side; H n_hidden; V vocab_size; L the padded word
 length (seq_len); K = block_size - 1 left-padding positions; S positions of the current level in
-the convolutional form (K + L for the embeddings, shrinking by the dilation at each level).
+the convolutional form (K + L for the embeddings, shrinking by the dilation at each level);
+P = 2^(l-1), the dilation of level l, positions of its input that a decoding cache keeps.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from flax import linen as nn
 
 from jax_makemore.errors import UserError
 from jax_makemore.layers import TANH_GAIN, BatchNorm, kaiming_normal
-from jax_makemore.models.base import ModelSpec
+from jax_makemore.models.base import ModelSpec, check_decode
 
 
 def num_levels(block_size: int) -> int:
@@ -184,9 +185,15 @@ class CausalPairConv(nn.Module):
     dilation: int
 
     @nn.compact
-    def __call__(self, x_BxSxC: jax.Array, lax_conv: bool = False) -> jax.Array:
+    def __call__(
+        self, x_BxSxC: jax.Array, lax_conv: bool = False, earlier_BxSxC: jax.Array | None = None
+    ) -> jax.Array:
+        """`earlier_BxSxC` (a decode step): the positions `dilation` before those of `x_BxSxC`,
+        so that out[s] = [earlier[s], x[s]] @ kernel with no shrinking."""
         S, C, d = x_BxSxC.shape[1], x_BxSxC.shape[2], self.dilation
         kernel_DxH = self.param("kernel", kaiming_normal(TANH_GAIN), (2 * C, self.features))
+        if earlier_BxSxC is not None:
+            return jnp.concatenate([earlier_BxSxC, x_BxSxC], axis=-1) @ kernel_DxH
         if lax_conv:
             return jax.lax.conv_general_dilated(
                 x_BxSxC,
@@ -210,6 +217,13 @@ class WaveNetConv(nn.Module):
     form's for that position's window. In training, the BatchNorm statistics count each
     position as often as the windows of the word's real positions (t = 0 and every t whose
     token is not the boundary) contain it, so they equal the window form's on those windows.
+
+    Decoding (`decode=True`, see `base.py`): level l keeps the last P = 2^(l-1) positions of its
+    input (`past_BxPxC_l`, a ring buffer: slot index mod P holds the position P before the
+    current one) and the model the position index (`index`, a scalar). Positions before the
+    word are the left padding, whose value at each level is one constant row, computed in the
+    step (an empty cache is all zeros). The cache of R rows takes
+    R * (n_embd + (block_size - 2) * n_hidden) * 4 bytes (float32) + 4.
 
     It trains on one padded word per row only (its spec does not declare `packs`): a packed
     row would need the BatchNorm weights and the left padding restarted at every word. The
@@ -236,11 +250,17 @@ class WaveNetConv(nn.Module):
         segment_BxT: jax.Array | None = None,
         position_BxT: jax.Array | None = None,
         lax_conv: bool = False,
+        decode: bool = False,
     ) -> jax.Array:
         if segment_BxT is not None or position_BxT is not None:
             raise ValueError("WaveNetConv takes one padded word per row, not packed rows")
+        check_decode(decode, train, segment_BxT, position_BxT)
         B, L = idx_BxL.shape
         boundary = self.vocab_size - 1
+        if decode and self.has_variable("cache", "index"):
+            return self.decode_step(idx_BxL)
+        if decode:  # the call that creates the cache
+            self.cache_variables(B)
         # padding is the boundary token, which never occurs inside a word
         real_BxL = (jnp.arange(L) == 0) | (idx_BxL != boundary)
         weights = level_weights(real_BxL, self.block_size)
@@ -257,8 +277,41 @@ class WaveNetConv(nn.Module):
             self.sow("intermediates", f"h_BxSxH_{level}", x_BxSxC)
         return _output(self)(x_BxSxC)  # S == L after the last level
 
+    def cache_variables(self, B: int) -> tuple[nn.Variable, list[nn.Variable]]:
+        """(index, [past_BxPxC of each level]): the decoding cache of B rows."""
+        index = self.variable("cache", "index", jnp.zeros, (), jnp.int32)
+        past = []
+        for level in range(1, num_levels(self.block_size) + 1):
+            C = self.n_embd if level == 1 else self.n_hidden
+            P = 2 ** (level - 1)
+            past.append(self.variable("cache", f"past_BxPxC_{level}", jnp.zeros, (B, P, C)))
+        return index, past
+
+    def decode_step(self, idx_Bx1: jax.Array) -> jax.Array:
+        """logits_Bx1xV of the next position, `idx_Bx1`, from the cached earlier positions; the
+        padding row (pad_1xC) goes through each level beside the real rows."""
+        B = idx_Bx1.shape[0]
+        index, past = self.cache_variables(B)
+        t = index.value
+        embed = _embed(self)
+        x_BxC = embed(idx_Bx1[:, 0])
+        pad_1xC = embed(jnp.full((1,), self.vocab_size - 1, idx_Bx1.dtype))
+        for level in range(1, num_levels(self.block_size) + 1):
+            P, buffer = 2 ** (level - 1), past[level - 1]
+            slot = t % P  # holds position t - P, or nothing yet while t < P
+            earlier_BxC = jnp.where(t < P, pad_1xC, buffer.value[:, slot])
+            buffer.value = jax.lax.dynamic_update_index_in_dim(buffer.value, x_BxC, slot, axis=1)
+            conv = CausalPairConv(self.n_hidden, P, name=f"dense_{level}")
+            bn = MaskedBatchNorm(self.bn_momentum, self.bn_eps, name=f"bn_{level}")
+            pre_BxH = conv(x_BxC[:, None], earlier_BxSxC=earlier_BxC[:, None])[:, 0]
+            pad_pre_1xH = conv(pad_1xC[:, None], earlier_BxSxC=pad_1xC[:, None])[:, 0]
+            x_BxC = jnp.tanh(bn(pre_BxH, None, False))
+            pad_1xC = jnp.tanh(bn(pad_pre_1xH, None, False))
+        index.value = t + 1
+        return _output(self)(x_BxC[:, None])
+
 
 SPECS = (
     ModelSpec("wavenet", WaveNet, "windows", validate=validate),
-    ModelSpec("wavenet_conv", WaveNetConv, "sequences", validate=validate),
+    ModelSpec("wavenet_conv", WaveNetConv, "sequences", validate=validate, decodes=True),
 )
