@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import inspect
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -39,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_makemore import config as config_lib
+from jax_makemore.batches import packing_from_config
 from jax_makemore.data import dataset_from_config
 from jax_makemore.loss import evaluate_loss, make_eval_step
 from jax_makemore.models import get_spec, input_length
@@ -109,6 +113,11 @@ class Sizes:
             }
         )
         self.torch_words = 30 if quick else 1_000
+        # interleaved rounds: seconds of work per run and round; rounds of a slow sampler
+        self.round_seconds = 0.3 if quick else 1.5
+        self.sample_repeats = 2 if quick else 3
+        # makemore.py's generate: one batch of this many words per round (the JAX batch)
+        self.torch_sample_batch = 200 if quick else 10_000
         self.device_steps = 500 if quick else 20_000
 
 
@@ -117,15 +126,19 @@ class Sizes:
 
 
 def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
+    """Compile time, per-step and fused steps/s of the config's default train step (packed
+    rows for the packing sequence configs) and evaluation; returns the trained state's
+    variables under "_trained" for the sampling and PyTorch benches."""
     ds = dataset_from_config(config)
-    vocab = ds.vocab
     spec = get_spec(config.model.name)
-    model = spec.build(config.model, vocab.size, ds.seq_len)
+    model = spec.build(config.model, ds.vocab.size, ds.seq_len)
     init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
     state = create_train_state(config, model, init_key, data_key, ds.seq_len)
     X_train, Y_train = (jnp.asarray(a) for a in ds.split("train"))
-    S = sizes.train_steps
-    step_kw = dict(batch_size=config.batch_size, full_batch=config.full_batch, spec=spec)
+    step_kw = dict(
+        batch_size=config.batch_size, full_batch=config.full_batch, spec=spec,
+        packing=packing_from_config(config, ds.split("train")[1], ds.seq_len),
+    )  # fmt: skip
     out: dict[str, Any] = {"batch_size": config.batch_size, "layout": spec.layout}
 
     # compile_seconds: the train chunk of `steps_per_call` steps, lowered and compiled afresh
@@ -146,7 +159,7 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
         state, loss = step(state, X_train, Y_train)
     jax.block_until_ready(loss)
     rate = 10 / (time.perf_counter() - t0)  # rough steps/s
-    S = int(min(S, max(20, rate)))
+    S = int(min(sizes.train_steps, max(20, rate)))
 
     def per_step():
         nonlocal state
@@ -156,31 +169,48 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
 
     out["train_per_step_steps_per_sec"] = S / median_seconds(per_step, sizes.repeats)
     log(f"per-step jit: {out['train_per_step_steps_per_sec']:,.0f} steps/s")
+    state, by_k = time_fused(model, state, X_train, Y_train, step_kw, config, sizes, S, rate, log)
+    out["train_fused_steps_per_sec"] = by_k[str(config.steps_per_call)]
+    out["train_fused_by_k"] = {str(k): by_k.get(str(k)) for k in FUSED_KS}
 
-    # K steps in one lax.scan per call
+    variables = variables_of(state.params, state.batch_stats)
+    out.update(time_eval(model, variables, ds, config, sizes, log))
+    out["_trained"] = (config, ds, spec, model, variables, sample_key)
+    return out
+
+
+def time_fused(
+    model, state, X, Y, step_kw: dict, config, sizes: Sizes, S: int, rate: float,
+    log: Callable[[str], None],
+) -> tuple[Any, dict[str, float]]:  # fmt: skip
+    """Steps/s of K steps in one lax.scan per call, for the FUSED_KS a slow model can afford
+    and the config's `steps_per_call`; returns the state trained on and {K: steps/s}."""
     by_k: dict[str, float] = {}
     for K in sorted({k for k in FUSED_KS if k <= max(5 * rate, 10)} | {config.steps_per_call}):
         chunk = make_train_chunk(model, num_steps=K, **step_kw)
         calls = max(sizes.fused_calls * S // sizes.train_steps, -(-S // K), 1)
-        state, losses = chunk(state, X_train, Y_train)  # compile + warm-up
-        jax.device_get(losses)
+        state, out = chunk(state, X, Y)  # compile + warm-up
+        jax.device_get(out)
 
         def fused(chunk=chunk, calls=calls):
             nonlocal state
             for _ in range(calls):
-                state, losses = chunk(state, X_train, Y_train)
-            jax.device_get(losses)  # the train loop's one host sync per chunk
+                state, out = chunk(state, X, Y)
+            jax.device_get(out)  # the train loop's one host sync per chunk
 
         repeats = sizes.repeats if K <= S else 2  # a long call: fewer repeats
         by_k[str(K)] = calls * K / median_seconds(fused, repeats)
         log(f"fused K={K}: {by_k[str(K)]:,.0f} steps/s")
-    out["train_fused_steps_per_sec"] = by_k[str(config.steps_per_call)]
-    out["train_fused_by_k"] = {str(k): by_k.get(str(k)) for k in FUSED_KS}
+    return state, by_k
 
-    # evaluation over the val split (test split when val is empty)
-    variables = variables_of(state.params, state.batch_stats)
+
+def time_eval(
+    model, variables, ds, config, sizes: Sizes, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Examples/s of the evaluation over the val split (test split when val is empty)."""
     eval_step = make_eval_step(model)
     X_eval, Y_eval = ds.split("val") if len(ds.split("val")[1]) else ds.split("test")
+    out: dict[str, Any] = {"eval_examples_per_sec": None}
     if len(Y_eval):
         out["eval_characters"] = int(np.sum(Y_eval >= 0))
         evaluate_loss(eval_step, variables, X_eval, Y_eval, config.eval_batch_size)
@@ -189,32 +219,7 @@ def bench_jax(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any
             sizes.repeats,
         )
         out["eval_examples_per_sec"] = len(Y_eval) / dt
-    else:
-        out["eval_examples_per_sec"] = None
     log(f"eval: {out['eval_examples_per_sec'] or 0:,.0f} examples/s")
-
-    # sampling from the state trained above, through generate() (decoding to strings included)
-    max_len = default_max_len(ds.longest_word)  # the sample command's default cap
-    by_batch: dict[str, float] = {}
-    slow = rate < 500  # e.g. a Transformer on a CPU: one batch of each size, fewer repeats
-    for batch in SAMPLE_BATCHES:
-        num = batch if slow else max(sizes.sample_words[batch], batch)
-
-        def sample(num=num, batch=batch):
-            return generate(
-                model, variables, vocab, sample_key, num,
-                layout=spec.layout, input_len=input_length(config.model, ds.seq_len),
-                max_len=max_len, batch_size=batch,
-            )  # fmt: skip
-
-        sample(batch)  # compile + warm-up: one batch (the compiled sampler is cached)
-        by_batch[str(batch)] = num / median_seconds(sample, 2 if slow else sizes.repeats)
-        log(f"sample batch {batch}: {by_batch[str(batch)]:,.0f} names/s")
-    out["sample_names_per_sec"] = by_batch[str(max(SAMPLE_BATCHES))]
-    out["sample_by_batch"] = by_batch
-
-    out["peak_rss_mb"] = peak_rss_mb()  # before torch is imported: the JAX process alone
-    out["_trained"] = (config, ds, variables, max_len)
     return out
 
 
@@ -240,9 +245,10 @@ def peak_matmul_gflops(repeats: int, n: int = 1024) -> float:
 
 
 def time_train_chunk(config, sizes: Sizes) -> dict[str, float]:
-    """Fused steps/s of `config`'s train chunk (`steps_per_call` steps), the characters it
-    trains on per second (counted targets: windows, or the letters + end of the words of a
-    batch), and the FLOPs of one step as XLA counts them."""
+    """Fused steps/s of `config`'s train chunk (`steps_per_call` steps, its default step: packed
+    rows where it packs), the characters it trains on per second (the counted targets the
+    chunk reports: windows, or the letters + end of the words of a step), and the FLOPs of one
+    step as XLA counts them."""
     ds = dataset_from_config(config)
     spec = get_spec(config.model.name)
     model = spec.build(config.model, ds.vocab.size, ds.seq_len)
@@ -251,36 +257,33 @@ def time_train_chunk(config, sizes: Sizes) -> dict[str, float]:
     )
     X, Y = (jnp.asarray(a) for a in ds.split("train"))
     K = config.steps_per_call
-    chunk = make_train_chunk(
-        model, batch_size=config.batch_size, num_steps=K, full_batch=config.full_batch, spec=spec
-    )
-    compiled = chunk.lower(state, X, Y).compile()
+    step_kw = dict(
+        batch_size=config.batch_size, full_batch=config.full_batch, spec=spec,
+        packing=packing_from_config(config, ds.split("train")[1], ds.seq_len),
+    )  # fmt: skip
+    compiled = make_train_chunk(model, num_steps=K, **step_kw).lower(state, X, Y).compile()
     # XLA counts a loop body once, so the FLOPs come from one step compiled on its own
-    step = jax.jit(
-        make_train_step(
-            model, batch_size=config.batch_size, full_batch=config.full_batch, spec=spec
-        )
-    )
-    cost = step.lower(state, X, Y).compile().cost_analysis()
+    cost = jax.jit(make_train_step(model, **step_kw)).lower(state, X, Y).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
     t0 = time.perf_counter()
-    state, losses = compiled(state, X, Y)
-    jax.device_get(losses)
+    state, out = compiled(state, X, Y)
+    jax.device_get(out)
     slow = time.perf_counter() - t0 > 2.0  # a chunk of a slow model: one call, two repeats
     calls = 1 if slow else max(1, -(-sizes.train_steps // K))
+    chars: list[int] = []
 
     def run():
         nonlocal state
+        seen = []
         for _ in range(calls):
-            state, losses = compiled(state, X, Y)
-        jax.device_get(losses)
+            state, (_, seen_2) = compiled(state, X, Y)
+            seen.append(seen_2)
+        chars.append(int(np.sum(np.asarray(jax.device_get(seen))[:, 1])))
 
-    steps_per_sec = calls * K / median_seconds(run, 2 if slow else sizes.repeats)
-    rows = config.batch_size if not config.full_batch else len(Y)
-    chars_per_row = float(np.mean(np.sum(np.asarray(Y) >= 0, axis=tuple(range(1, Y.ndim)))))
+    seconds = median_seconds(run, 2 if slow else sizes.repeats)
     return {
-        "steps_per_sec": steps_per_sec,
-        "chars_per_sec": steps_per_sec * rows * chars_per_row,
+        "steps_per_sec": calls * K / seconds,
+        "chars_per_sec": statistics.median(chars) / seconds,
         "flops_per_step": float(cost.get("flops", 0.0)) if cost else 0.0,
     }
 
@@ -313,6 +316,392 @@ def bench_arithmetic(config, sizes: Sizes, log: Callable[[str], None]) -> dict[s
 
 
 # ---------------------------------------------------------------------------------------------
+# sampling: the cached default, the recompute path and makemore.py's generate
+
+
+def interleave(runs: dict[str, Callable[[], float]], repeats: int) -> dict[str, dict[str, float]]:
+    """Each run called in turn, `repeats` rounds, so that all see the same load (other jobs on
+    the cores come and go). A run returns the work it did (characters, names); per run: the
+    median of work / seconds over the rounds ("rate") and the median seconds ("seconds")."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t0 = time.perf_counter()
+            work = run()
+            dt = time.perf_counter() - t0
+            rates[name].append(work / dt)
+            seconds[name].append(dt)
+    return {
+        name: {"rate": statistics.median(rates[name]), "seconds": statistics.median(seconds[name])}
+        for name in runs
+    }
+
+
+def has_recompute_switch() -> bool:
+    """Whether `sample.generate` takes `recompute` (cached decoding is the default then)."""
+    return "recompute" in inspect.signature(generate).parameters
+
+
+def sampling_runs(
+    trained: tuple, batch: int, calls: int, recompute: bool
+) -> tuple[Callable[[], float], Callable[[], float] | None]:
+    """(cached default, recompute path or None) for `calls` batches of `batch` words through
+    `generate` (decoding to strings included); each returns the names it drew."""
+    config, ds, spec, model, variables, key = trained
+    kw = dict(
+        layout=spec.layout, input_len=input_length(config.model, ds.seq_len),
+        max_len=default_max_len(ds.longest_word), batch_size=batch,
+    )  # fmt: skip
+
+    def run(**extra: Any) -> float:
+        return len(generate(model, variables, ds.vocab, key, calls * batch, **kw, **extra))
+
+    return run, (lambda: run(recompute=True)) if recompute else None
+
+
+def bench_sampling(
+    trained: tuple, sizes: Sizes, log: Callable[[str], None], torch_sample: Callable | None
+) -> dict[str, Any]:
+    """Names/s at batches 1, 100 and 10,000 from the cached default and (sequence models) the
+    recompute path, interleaved; at the largest batch `torch_sample` (makemore.py's generate,
+    sequence models) joins the rounds."""
+    layout = trained[2].layout
+    recompute = layout == "sequences" and has_recompute_switch()
+    cached, slow = {}, {}
+    torch_rate = None
+    for batch in SAMPLE_BATCHES:
+        run, run_slow = sampling_runs(trained, batch, 1, recompute)
+        t0 = time.perf_counter()
+        run()  # compile + warm-up of one batch (the compiled sampler is cached)
+        if run_slow:
+            run_slow()
+        one = time.perf_counter() - t0
+        # about half a second of work per run and round, within the size's word budget
+        calls = int(min(max(1, 0.5 // max(one, 1e-3)), max(1, sizes.sample_words[batch] // batch)))
+        run, run_slow = sampling_runs(trained, batch, calls, recompute)
+        runs = {"cached": run} | ({"recompute": run_slow} if run_slow else {})
+        if torch_sample is not None and batch == max(SAMPLE_BATCHES):
+            runs["torch"] = torch_sample
+        rates = interleave(runs, sizes.sample_repeats if one > 1.0 else sizes.repeats)
+        cached[str(batch)] = rates["cached"]["rate"]
+        slow[str(batch)] = rates["recompute"]["rate"] if run_slow else None
+        torch_rate = rates["torch"]["rate"] if "torch" in rates else torch_rate
+        log(f"sample batch {batch}: {num(cached[str(batch)])} names/s cached, "
+            f"{num(slow[str(batch)])} recompute")  # fmt: skip
+    top = str(max(SAMPLE_BATCHES))
+    out: dict[str, Any] = {
+        "sample_names_per_sec": cached[top],
+        "sample_by_batch": cached,
+        "sample_recompute_names_per_sec": slow[top],
+        "sample_recompute_by_batch": slow if recompute else None,
+        "sample_cached_vs_recompute": cached[top] / slow[top] if slow[top] else None,
+    }
+    if not recompute:
+        out["sample_recompute_note"] = (
+            "windows layout: no cache, its sampler reads the whole window (the default)"
+            if layout == "windows"
+            else "generate() has no recompute switch yet: the default is the recompute sampler"
+        )
+    if torch_sample is not None:
+        out["torch_sample_names_per_sec"] = torch_rate
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training against makemore.py in PyTorch, eager and under torch.compile, interleaved
+
+#: Models with a makemore.py PyTorch reference timed against the JAX step interleaved.
+TORCH_MAKEMORE = ("transformer", "gru")
+#: Their keys (null, with torch_compile_error the reason, when torch is missing).
+MAKEMORE_TORCH_KEYS = (
+    "train_chars_per_sec",
+    "train_padded_chars_per_sec",
+    "torch_eager_chars_per_sec",
+    "torch_compile_chars_per_sec",
+    "torch_eager_steps_per_sec",
+    "torch_sample_names_per_sec",
+    "speedup_train_chars",
+    "speedup_vs_compile_chars",
+)
+
+
+def torch_makemore_model(config, ds) -> Any:
+    """makemore.py's model of `config` (scripts/torch_transformer.py, scripts/torch_gru.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    m = config.model
+    if m.name == "transformer":
+        from torch_transformer import make_gpt
+
+        return make_gpt(ds.vocab.size, ds.seq_len, m.n_layer, m.n_head, m.n_embd)
+    from torch_gru import make_gru
+
+    return make_gru(ds.vocab.size, ds.seq_len, m.n_embd, m.n_embd2)
+
+
+def jax_chars_run(config, ds, spec, model, packed: bool, seconds: float) -> Callable[[], float]:
+    """A run of about `seconds` of JAX train chunks (the packed default or the padded step),
+    returning the characters (counted targets) it trained on, with its one host sync."""
+    Y_np = ds.split("train")[1]
+    X, Y = (jnp.asarray(a) for a in ds.split("train"))
+    packing = packing_from_config(config, Y_np, ds.seq_len) if packed else None
+    K = min(config.steps_per_call, 50)
+    chunk = make_train_chunk(
+        model, batch_size=config.batch_size, num_steps=K, packing=packing, spec=spec
+    )
+    state = create_train_state(
+        config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1), ds.seq_len
+    )
+    state, out = chunk(state, X, Y)  # compile + warm-up
+    jax.device_get(out)
+    t0 = time.perf_counter()
+    state, out = chunk(state, X, Y)
+    jax.device_get(out)
+    calls = max(1, round(seconds / (time.perf_counter() - t0)))
+
+    def run() -> float:
+        nonlocal state
+        seen = []
+        for _ in range(calls):
+            state, (_, seen_2) = chunk(state, X, Y)
+            seen.append(seen_2)
+        return float(np.sum(np.asarray(jax.device_get(seen))[:, 1]))
+
+    run.steps = calls * K  # type: ignore[attr-defined]
+    return run
+
+
+def threads_run(trainer: Any, threads: int, steps: int = 10) -> float:
+    """`steps` steps of a TorchTrainer on `threads` threads; returns the steps."""
+    import torch
+
+    torch.set_num_threads(threads)
+    trainer.run(steps)
+    return float(steps)
+
+
+def torch_runs(
+    config, ds, seconds: float, log: Callable[[str], None]
+) -> tuple[dict[str, Callable[[], float]], Any, dict[str, Any]]:
+    """Runs of about `seconds` of makemore.py's step in PyTorch, eager and under
+    torch.compile (left out, with the reason, when it fails), at torch's best thread count
+    (its default or one: OpenMP spin-waits collapse when other jobs share the cores); the
+    eager model (for sampling) and facts for the JSON."""
+    import torch
+    from torch_transformer import TorchTrainer
+
+    X, Y = ds.split("train")
+    kw = dict(batch_size=config.batch_size, lr=config.learning_rate, seed=config.seed)
+    torch.manual_seed(config.seed)
+    eager = TorchTrainer(torch_makemore_model(config, ds), X, Y, **kw)
+    eager.run(3)  # warm-up
+    trial = interleave(
+        {n: functools.partial(threads_run, eager, n) for n in sorted({1, torch.get_num_threads()})},
+        3,
+    )
+    torch.set_num_threads(max(trial, key=lambda n: trial[n]["rate"]))
+    facts: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        "torch_thread_trial_steps_per_sec": {str(n): v["rate"] for n, v in trial.items()},
+        "torch_compile_error": None,
+    }
+    runs = {"torch_eager": eager}
+    torch.manual_seed(config.seed)
+    try:
+        compiled = TorchTrainer(torch_makemore_model(config, ds), X, Y, compile=True, **kw)
+        t0 = time.perf_counter()
+        compiled.run(3)  # compiles the forward and backward
+        facts["torch_compile_seconds"] = time.perf_counter() - t0
+        runs["torch_compile"] = compiled
+    except Exception as e:  # noqa: BLE001 -- any failure to compile is reported, not raised
+        facts["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+        log(f"torch.compile failed: {facts['torch_compile_error']}")
+    out: dict[str, Callable[[], float]] = {}
+    for name, trainer in runs.items():
+        t0 = time.perf_counter()
+        trainer.run(5)
+        steps = max(5, round(5 * seconds / (time.perf_counter() - t0)))
+        out[name] = functools.partial(trainer.run, steps)
+        out[name].steps = steps  # type: ignore[attr-defined]
+    return out, eager.model, facts
+
+
+def bench_vs_torch(
+    trained: tuple, sizes: Sizes, log: Callable[[str], None]
+) -> tuple[dict[str, Any], Callable[[], float] | None]:
+    """Characters/s of the JAX step (packed default and padded) and of makemore.py's step in
+    PyTorch (eager, torch.compile), timed interleaved in this process; and makemore.py's
+    `generate` at the sampling batch on the eager model, for bench_sampling."""
+    config, ds, spec, model, _, _ = trained
+    runs = {
+        "jax": jax_chars_run(config, ds, spec, model, True, sizes.round_seconds),
+        "jax_padded": jax_chars_run(config, ds, spec, model, False, sizes.round_seconds),
+    }
+    torch_trainers, torch_model, out = torch_runs(config, ds, sizes.round_seconds, log)
+    runs |= torch_trainers
+    r = interleave(runs, sizes.repeats)
+    rate = {name: v["rate"] for name, v in r.items()}
+    out |= {
+        "train_chars_per_sec": rate["jax"],
+        "train_padded_chars_per_sec": rate["jax_padded"],
+        "torch_eager_chars_per_sec": rate["torch_eager"],
+        "torch_compile_chars_per_sec": rate.get("torch_compile"),
+        "torch_eager_steps_per_sec": runs["torch_eager"].steps / r["torch_eager"]["seconds"],
+        "speedup_train_chars": rate["jax"] / rate["torch_eager"],
+        "speedup_vs_compile_chars": (
+            rate["jax"] / rate["torch_compile"] if "torch_compile" in rate else None
+        ),
+        "train_interleaved_steps_per_call": min(config.steps_per_call, 50),
+    }
+    if "torch_compile" in r:
+        out["torch_compile_steps_per_sec"] = (
+            runs["torch_compile"].steps / r["torch_compile"]["seconds"]
+        )
+    log(", ".join(f"{k}: {v:,.0f} chars/s" for k, v in rate.items()))
+    return out, functools.partial(torch_generate, torch_model, ds, sizes.torch_sample_batch)
+
+
+def torch_generate(torch_model: Any, ds, batch: int) -> float:
+    """Names drawn by makemore.py's generate (`print_samples`: its longest word's steps, the
+    prefix cropped to the block size) for one batch; it returns the batch size."""
+    from torch_transformer import makemore_generate
+
+    makemore_generate(torch_model, batch, ds.longest_word, ds.seq_len, ds.vocab.boundary_id)
+    return float(batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# where a train step's time goes: jax.profiler's trace of the ops, by part of the model
+
+PROFILE_STEPS = 20
+
+
+def hlo_op_sources(hlo_text: str) -> dict[str, tuple[str, str, str]]:
+    """{HLO instruction: (op_name, source file, function)} from a compiled module's text: the
+    op_name metadata carries the Flax module path, the stack frame the innermost function."""
+    table: dict[str, dict[int, str]] = {}
+    section = None
+    for line in hlo_text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            section, table[line] = line, {}
+        elif section and re.match(r"\d+ ", line):
+            key, value = line.split(" ", 1)
+            table[section][int(key)] = value.strip('"')
+        elif section:
+            section = None
+    loc = {
+        k: re.search(r"file_name_id=(\d+) function_name_id=(\d+)", v).groups()
+        for k, v in table.get("FileLocations", {}).items()
+    }
+    frame = {
+        k: int(re.search(r"file_location_id=(\d+)", v).group(1))
+        for k, v in table.get("StackFrames", {}).items()
+    }
+    pattern = r"^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?metadata=\{op_name=\"([^\"]*)\"(?: stack_frame_id=(\d+))?"
+    ops = {}
+    for m in re.finditer(pattern, hlo_text, re.M):
+        file = function = ""
+        if m.group(3) and int(m.group(3)) in frame:
+            file_id, function_id = loc[frame[int(m.group(3))]]
+            file = table["FileNames"][int(file_id)].rsplit("/", 1)[-1]
+            function = table["FunctionNames"][int(function_id)]
+        ops[m.group(1)] = (m.group(2), file, function)
+    return ops
+
+
+def op_part(op_name: str, file: str, function: str) -> str:
+    """The part of a train step an HLO op belongs to (by its module path or source)."""
+    if file in ("packing.py", "batches.py"):
+        return "batch draw (packing)"
+    if file in ("loss.py", "_classification.py"):
+        return "loss (log-softmax, NLL)"
+    if file in ("train_state.py", "update.py", "_tree_math.py", "transform.py", "numerics.py",
+                "_adding.py", "_combining.py", "base.py") and "jvp(" not in op_name:  # fmt: skip
+        return "optimizer (AdamW)"
+    if "jvp(" not in op_name:
+        return "other (loop, keys)"
+    if "/attn/" in op_name:
+        if "/c_attn/" in op_name or "/attn/c_proj/" in op_name:
+            return "attention: c_attn, c_proj matmuls"
+        return "attention: scores, mask, softmax, weighted sum"
+    if "/ln_" in op_name or file == "normalization.py":
+        return "LayerNorm"
+    if "/wte/" in op_name or "/wpe/" in op_name or function == "Embed.__call__":
+        return "embeddings (gather, scatter-add)"
+    if "/lm_head/" in op_name:
+        return "lm_head"
+    if "/cell/" in op_name:
+        return "recurrent cell"
+    if "/c_fc/" in op_name or "/c_proj/" in op_name or function == "Block.__call__":
+        return "MLP: c_fc, GELU, c_proj (and residual adds)"
+    return "model, other"
+
+
+def trace_op_micros(trace_dir: str) -> dict[str, float]:
+    """{op name: microseconds} summed over the complete events of a perfetto trace."""
+    import gzip
+
+    files = sorted(Path(trace_dir).rglob("perfetto_trace.json.gz"))
+    if not files:
+        raise RuntimeError(f"jax.profiler wrote no perfetto trace under {trace_dir}")
+    data = json.loads(gzip.decompress(files[-1].read_bytes()))
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    micros: dict[str, float] = {}
+    for e in events:
+        if e.get("ph") == "X":
+            micros[e["name"]] = micros.get(e["name"], 0.0) + float(e.get("dur", 0.0))
+    return micros
+
+
+def profile_train_step(trained: tuple, log: Callable[[str], None]) -> dict[str, Any]:
+    """Where the default train step's time goes: a jax.profiler trace of PROFILE_STEPS fused
+    steps, each op's time given to a part of the step (`op_part`) through the compiled HLO's
+    metadata. Loops and calls are containers (their ops count); the shares are of op time."""
+    config, ds, spec, model, _, _ = trained
+    X, Y = (jnp.asarray(a) for a in ds.split("train"))
+    packing = packing_from_config(config, ds.split("train")[1], ds.seq_len)
+    chunk = make_train_chunk(
+        model, batch_size=config.batch_size, num_steps=PROFILE_STEPS, packing=packing, spec=spec
+    )
+    state = create_train_state(
+        config, model, jax.random.PRNGKey(0), jax.random.PRNGKey(1), ds.seq_len
+    )
+    ops = hlo_op_sources(chunk.lower(state, X, Y).compile().as_text())
+    state, out = chunk(state, X, Y)  # warm-up
+    jax.device_get(out)
+    with tempfile.TemporaryDirectory(prefix="bench_profile_") as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        t0 = time.perf_counter()
+        state, out = chunk(state, X, Y)
+        jax.device_get(out)
+        wall = time.perf_counter() - t0
+        jax.profiler.stop_trace()
+        micros = trace_op_micros(tmp)
+    parts: dict[str, float] = {}
+    backward = 0.0
+    for name, us in micros.items():
+        if name not in ops or name.split(".")[0] in ("while", "call", "conditional"):
+            continue
+        part = op_part(*ops[name])
+        parts[part] = parts.get(part, 0.0) + us
+        backward += us if "transpose(jvp(" in ops[name][0] else 0.0
+    total = sum(parts.values())
+    result = {
+        "steps": PROFILE_STEPS,
+        "packing": dataclasses.asdict(packing) if packing else None,
+        "wall_ms_per_step": 1e3 * wall / PROFILE_STEPS,
+        "op_ms_per_step": total / 1e3 / PROFILE_STEPS,
+        "backward_share": backward / total,
+        "parts": {
+            p: {"ms_per_step": us / 1e3 / PROFILE_STEPS, "share": us / total}
+            for p, us in sorted(parts.items(), key=lambda kv: -kv[1])
+        },
+    }
+    log("profile: " + ", ".join(f"{p} {v['share']:.0%}" for p, v in result["parts"].items()))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
 # PyTorch eager reference
 
 
@@ -320,10 +709,10 @@ def torch_reference(
     config, ds, variables, max_len: int, sizes: Sizes, log: Callable[[str], None]
 ) -> tuple[float | None, float | None, str | None]:
     """(steps/s, names/s, reason when None) of the eager PyTorch reference of the config's
-    model: makemore's MLP (training and per-word sampling), makemore.py's Transformer or the
-    WaveNet lecture's window model (training only)."""
+    model: makemore's MLP (training and per-word sampling) or the WaveNet lecture's window
+    model (training only). makemore.py's Transformer and GRU: bench_vs_torch."""
     name = config.model.name
-    if name in ("transformer", "wavenet"):
+    if name == "wavenet":
         return torch_reference_training(config, ds, sizes, log)
     if name != "mlp" or not config.model.use_batchnorm:
         return None, None, f"no PyTorch reference for model {name}"
@@ -426,31 +815,24 @@ def torch_reference(
 def torch_reference_training(
     config, ds, sizes: Sizes, log: Callable[[str], None]
 ) -> tuple[float | None, None, str | None]:
-    """Train steps/s of scripts/torch_transformer.py or scripts/torch_wavenet.py on the same
-    data, shapes, batch size and optimizer as the config (no sampling reference)."""
+    """Train steps/s of scripts/torch_wavenet.py on the same data, shapes and batch size as the
+    config (no sampling reference). The Transformer and the GRU are timed interleaved with
+    the JAX step instead (bench_vs_torch)."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return None, None, "torch is not installed (pip install -e '.[bench]')"
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from torch_wavenet import torch_wavenet_chars_per_sec
+
     X, Y = ds.split("train")
     m = config.model
     steps = max(sizes.torch_steps // 20, 20)
-    if m.name == "transformer":
-        from torch_transformer import torch_transformer_steps_per_sec
-
-        steps_per_sec = torch_transformer_steps_per_sec(
-            X, Y, ds.vocab.size, ds.seq_len, n_layer=m.n_layer, n_head=m.n_head,
-            n_embd=m.n_embd, batch_size=config.batch_size, lr=config.learning_rate, steps=steps,
-        )  # fmt: skip
-    else:
-        from torch_wavenet import torch_wavenet_chars_per_sec
-
-        chars = torch_wavenet_chars_per_sec(
-            X, Y, ds.vocab.size, n_embd=m.n_embd, n_hidden=m.n_hidden,
-            batch_size=config.batch_size, steps=steps * 10,
-        )  # fmt: skip
-        steps_per_sec = chars / config.batch_size  # a window is one character
+    chars = torch_wavenet_chars_per_sec(
+        X, Y, ds.vocab.size, n_embd=m.n_embd, n_hidden=m.n_hidden,
+        batch_size=config.batch_size, steps=steps * 10,
+    )  # fmt: skip
+    steps_per_sec = chars / config.batch_size  # a window is one character
     log(f"torch eager {m.name}: {steps_per_sec:,.1f} steps/s")
     return steps_per_sec, None, None
 
@@ -589,11 +971,39 @@ def bench_sweep(
 # ---------------------------------------------------------------------------------------------
 
 
-def format_table(r: dict[str, Any]) -> str:
-    def num(v: Any, unit: str = "") -> str:
-        return "n/a" if v is None else f"{v:,.0f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
+def num(v: Any, unit: str = "") -> str:
+    """The tables' format: thousands separators from 100 on, two decimals below."""
+    return "n/a" if v is None else f"{v:,.0f}{unit}" if v >= 100 else f"{v:.2f}{unit}"
 
+
+def makemore_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    """Table rows of the cached/recompute sampling and the interleaved makemore comparison
+    (present only where the JSON has them)."""
+    rows = []
+    if r.get("sample_recompute_by_batch"):
+        rows += [
+            (f"sample recompute, batch {b}", num(v, " names/s"))
+            for b, v in r["sample_recompute_by_batch"].items()
+        ]
+    labelled = [
+        ("train_chars_per_sec", "train, default step (interleaved)", " chars/s"),
+        ("train_padded_chars_per_sec", "train, padded step (interleaved)", " chars/s"),
+        ("torch_eager_chars_per_sec", "torch eager (interleaved)", " chars/s"),
+        ("torch_compile_chars_per_sec", "torch.compile (interleaved)", " chars/s"),
+        ("speedup_train_chars", "speedup chars (JAX / torch eager)", "x"),
+        ("speedup_vs_compile_chars", "speedup chars (JAX / torch.compile)", "x"),
+        ("sample_cached_vs_recompute", "sample cached / recompute", "x"),
+    ]
+    rows += [(label, num(r[key], unit)) for key, label, unit in labelled if key in r]
+    if r.get("torch_compile_error"):
+        rows.append(("torch.compile error", r["torch_compile_error"]))
+    return rows
+
+
+def format_table(r: dict[str, Any]) -> str:
     rows = [
+        ("machine", r.get("machine", "")),
+        ("load average (1, 5, 15 min)", ", ".join(f"{x:.2f}" for x in r.get("load_average", []))),
         ("device", r["device"]),
         ("jax", r["jax_version"]),
         ("compile (train chunk)", num(r["compile_seconds"], " s")),
@@ -624,6 +1034,7 @@ def format_table(r: dict[str, Any]) -> str:
         ("speedup train (fused / torch)", num(r["speedup_train"], "x")),
         ("speedup sample (batch / torch)", num(r["speedup_sample"], "x")),
     ]
+    rows += makemore_rows(r)
     if "train_fused_by_devices" in r:
         for n, v in r["train_fused_by_devices"]["steps_per_sec"].items():
             rows.append((f"simulated devices={n}", num(v, " steps/s")))
@@ -681,6 +1092,65 @@ def markdown_table(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> 
     return "\n".join(lines)
 
 
+def lscpu_model() -> str:
+    """The CPU's model name as `lscpu` prints it (the machine the figures were measured on)."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in text.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return cpu_name()
+
+
+def torch_missing() -> str | None:
+    """Why the PyTorch references cannot run (None when torch imports)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return "torch is not installed (pip install -e '.[bench]')"
+    return None
+
+
+def bench_config(config, sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
+    """Every figure of one config: JAX training, evaluation, arithmetic, the step's profile,
+    makemore.py in PyTorch (interleaved, for the Transformer and the GRU; the older eager
+    references otherwise) and sampling. `load_average` is os.getloadavg() at the start: the
+    cores are shared, so only ratios measured within one run mean much."""
+    r: dict[str, Any] = {"machine": lscpu_model(), "load_average": list(os.getloadavg())}
+    jax_results = bench_jax(config, sizes, log)
+    trained = jax_results.pop("_trained")
+    r.update(jax_results)
+    r.update(device=device_name(), jax_version=jax.__version__, cpu_count=usable_cpus())
+    r.update(bench_arithmetic(config, sizes, log))
+    r["profile"] = profile_train_step(trained, log)
+    r["peak_rss_mb"] = peak_rss_mb()  # before torch is imported and sampling: JAX training
+    makemore = config.model.name in TORCH_MAKEMORE
+    why = torch_missing() if makemore else None
+    torch_sample = None
+    if makemore and why is None:
+        vs, torch_sample = bench_vs_torch(trained, sizes, log)
+        r.update(vs)
+        r["torch_sample_batch"] = sizes.torch_sample_batch
+    elif makemore:
+        log(f"PyTorch reference skipped: {why}")
+        r.update(dict.fromkeys(MAKEMORE_TORCH_KEYS), torch_compile_error=why)
+    r.update(bench_sampling(trained, sizes, log, torch_sample))
+    if not makemore:
+        _, ds, _, _, variables, _ = trained
+        max_len = default_max_len(ds.longest_word)
+        steps_ps, names_ps, why = torch_reference(config, ds, variables, max_len, sizes, log)
+        if why:
+            log(f"PyTorch reference skipped: {why}")
+        r["torch_eager_steps_per_sec"] = steps_ps
+        r["torch_sample_names_per_sec"] = names_ps
+    steps_ps, names_ps = r.get("torch_eager_steps_per_sec"), r.get("torch_sample_names_per_sec")
+    r["speedup_train"] = r["train_fused_steps_per_sec"] / steps_ps if steps_ps else None
+    r["speedup_sample"] = r["sample_names_per_sec"] / names_ps if names_ps else None
+    return r
+
+
 def main(argv: Sequence[str]) -> int:
     argv, overrides = config_lib.split_config_args(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -730,23 +1200,10 @@ def main(argv: Sequence[str]) -> int:
             Path(args.out).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
             log(f"wrote {args.out}")
         return 0
-    jax_results = bench_jax(config, sizes, log)
-    config, ds, variables, max_len = jax_results.pop("_trained")
-    r.update(jax_results)
-    r["device"] = device_name()
-    r["jax_version"] = jax.__version__
-    r["cpu_count"] = usable_cpus()
-
-    r.update(bench_arithmetic(config, sizes, log))
-    steps_ps, names_ps, why = torch_reference(config, ds, variables, max_len, sizes, log)
-    if why:
-        log(f"PyTorch reference skipped: {why}")
-    r["torch_eager_steps_per_sec"] = steps_ps
-    r["torch_sample_names_per_sec"] = names_ps
-    r["speedup_train"] = r["train_fused_steps_per_sec"] / steps_ps if steps_ps else None
-    r["speedup_sample"] = r["sample_names_per_sec"] / names_ps if names_ps else None
+    r = bench_config(config, sizes, log)
     if counts:
         r["train_fused_by_devices"] = bench_devices(args.config, overrides, counts, sizes, log)
+    r["load_average_end"] = list(os.getloadavg())
 
     print(format_table(r))
     if args.out:

@@ -1,6 +1,7 @@
-"""PyTorch eager reference for the `transformer` model: makemore.py's Transformer (GPT-2 block,
-PyTorch default init, no dropout) trained with makemore's AdamW on padded words, for the
-throughput benchmark.
+"""PyTorch reference for the `transformer` model: makemore.py's Transformer (GPT-2 block,
+PyTorch default init, no dropout), makemore's training step (AdamW on padded words; eager or
+under `torch.compile`) and makemore's `generate`, for the throughput benchmark. The step and
+`generate` serve every makemore model (scripts/torch_gru.py).
 
     python scripts/torch_transformer.py [--steps N]   # random data, prints steps/s
 
@@ -79,6 +80,85 @@ def make_gpt(vocab_size: int, seq_len: int, n_layer: int, n_head: int, n_embd: i
     return GPT()
 
 
+class TorchTrainer:
+    """makemore.py's training step on one model: random batches of `batch_size` padded words
+    (its DataLoader's shuffled rows), cross-entropy ignoring targets of -1, and
+    AdamW(lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01) over every parameter, as makemore.py
+    sets it. With `compile`, the forward and the loss go through `torch.compile` (its backward
+    compiles with them through AOTAutograd); the optimizer step stays eager, as a user who wraps
+    the model in `torch.compile` runs it. `run(n)` trains n steps and returns the targets it
+    trained on (characters: each word's letters and its end)."""
+
+    def __init__(
+        self,
+        model: Any,
+        X_NxL: np.ndarray,
+        Y_NxL: np.ndarray,
+        *,
+        batch_size: int = 32,
+        lr: float = 5e-4,
+        seed: int = 0,
+        compile: bool = False,
+    ) -> None:
+        import torch
+        import torch.nn.functional as F
+
+        self.model = model
+        self.X = torch.from_numpy(np.asarray(X_NxL, np.int64))
+        self.Y = torch.from_numpy(np.asarray(Y_NxL, np.int64))
+        self.batch_size = batch_size
+        self.gen = torch.Generator().manual_seed(seed)
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01
+        )
+
+        def loss_fn(X_BxT: torch.Tensor, Y_BxT: torch.Tensor) -> torch.Tensor:
+            logits_BxTxV = model(X_BxT)
+            V = logits_BxTxV.shape[-1]
+            return F.cross_entropy(logits_BxTxV.view(-1, V), Y_BxT.view(-1), ignore_index=-1)
+
+        self.loss_fn = torch.compile(loss_fn) if compile else loss_fn
+
+    def run(self, steps: int) -> int:
+        """Train `steps` steps; the targets trained on (one host sync, at the end)."""
+        import torch
+
+        seen = torch.zeros((), dtype=torch.int64)
+        for _ in range(steps):
+            ix = torch.randint(0, self.X.shape[0], (self.batch_size,), generator=self.gen)
+            X_BxT, Y_BxT = self.X[ix], self.Y[ix]
+            loss = self.loss_fn(X_BxT, Y_BxT)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            seen += (Y_BxT >= 0).sum()
+        loss.item()
+        return int(seen)
+
+
+def makemore_generate(
+    model: Any, num: int, max_new_tokens: int, block_size: int, start: int, seed: int = 0
+) -> Any:
+    """makemore.py's `generate` as `print_samples` calls it: `num` rows starting with the start
+    token, `max_new_tokens` (its longest word) steps each re-running the model on the whole
+    prefix cropped to `block_size` and drawing with `torch.multinomial` from the last
+    position's softmax, under `torch.no_grad`, eager. No row stops early (makemore crops at the
+    end token afterwards). Returns idx_NxG."""
+    import torch
+    import torch.nn.functional as F
+
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.full((num, 1), start, dtype=torch.long)
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= block_size else idx[:, -block_size:]
+            logits = model(idx_cond)[:, -1, :]
+            probs = F.softmax(logits, dim=-1)
+            idx_next = torch.multinomial(probs, num_samples=1, generator=gen)
+            idx = torch.cat((idx, idx_next), dim=1)
+    return idx
+
+
 def torch_transformer_steps_per_sec(
     X_NxL: np.ndarray,
     Y_NxL: np.ndarray,
@@ -94,36 +174,16 @@ def torch_transformer_steps_per_sec(
     warmup: int = 10,
 ) -> float:
     """Train steps per second of makemore's Transformer in PyTorch eager on this CPU (float32,
-    torch's current thread count): random batches of words, cross-entropy ignoring targets of
-    -1, AdamW(lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01) as makemore.py. `warmup`
-    untimed steps come first."""
+    torch's current thread count), with makemore's step (`TorchTrainer`). `warmup` untimed
+    steps come first."""
     import torch
-    import torch.nn.functional as F
 
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    X = torch.from_numpy(np.asarray(X_NxL, np.int64))
-    Y = torch.from_numpy(np.asarray(Y_NxL, np.int64))
     model = make_gpt(vocab_size, seq_len, n_layer, n_head, n_embd)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.01
-    )
-
-    def train_steps(n: int) -> float:
-        for _ in range(n):
-            ix = torch.randint(0, X.shape[0], (batch_size,), generator=gen)
-            logits_BxTxV = model(X[ix])
-            loss = F.cross_entropy(
-                logits_BxTxV.view(-1, vocab_size), Y[ix].view(-1), ignore_index=-1
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return loss.item()
-
-    train_steps(warmup)
+    trainer = TorchTrainer(model, X_NxL, Y_NxL, batch_size=batch_size, lr=lr, seed=seed)
+    trainer.run(warmup)
     t0 = time.perf_counter()
-    train_steps(steps)
+    trainer.run(steps)
     return steps / (time.perf_counter() - t0)
 
 
