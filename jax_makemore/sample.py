@@ -8,6 +8,20 @@ stderr. Generation is one compiled `lax.while_loop` per batch shape, for both da
   position 0, exactly as in training, and the logits at the last filled position give the next
   character; past the model's `seq_len` the buffer's window slides (as makemore.py crops).
 
+A sequences model whose spec `decodes` (see `models/base.py`) is not re-run over the whole
+buffer for each character: its cache, initialised for the batch's rows and L positions, takes
+in the boundary token and the prefix one position at a time, and then each step feeds one
+character and draws the next from that position's logits. When the phases shrink, the cache
+rows go with their words.
+
+Past the trained length L, one rule for every model: positions up to L are decoded from the
+cache; a step whose last filled position is L or beyond crops the buffer to its last L
+positions and recomputes, as the window always did (a prefix longer than L is recomputed from
+its first step). The cached and recomputed samplers thus give the same logits at every step, to
+float rounding, and the same words from the same key; `generate(..., recompute=True)` (the
+`--recompute` flag) runs the recomputing sampler throughout. Models without a decode path, and
+every windows model, recompute.
+
 BatchNorm uses its running statistics (eval mode), dropout is off, and each word stops at the
 boundary token or at `max_len`. The same workdir, seed and flags print the same words.
 
@@ -21,8 +35,8 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +45,8 @@ from flax import linen as nn
 
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError, run_cli
-from jax_makemore.models import input_length
+from jax_makemore.models import input_length, registry
+from jax_makemore.models.base import decode_step, init_cache
 
 #: The largest batch generated in one compiled call; larger requests run in several calls.
 MAX_SAMPLE_BATCH = 10_000
@@ -73,78 +88,173 @@ def default_max_len(longest_word: int) -> int:
     return longest_word + 10
 
 
+class _Carry(NamedTuple):
+    """What the generation loop carries from one step to the next."""
+
+    t: jax.Array  # steps taken: the next character goes to position start + t
+    state_RxS: jax.Array  # the rows' windows or word buffers
+    cache: Any  # the rows' decoding cache (None when recomputing)
+    rows_R: jax.Array  # which word of the batch each row is
+    done_R: jax.Array  # the row has drawn the boundary token
+    tokens_GxB: jax.Array  # time-major, so that step t writes one contiguous row
+
+
+def draw(
+    key: jax.Array, t: jax.Array, logits_RxV: jax.Array, temperature: jax.Array, top_k: jax.Array
+) -> jax.Array:
+    """Step t's characters: `categorical(fold_in(key, t), logits / temperature)`, truncated to
+    the top k when 0 < top_k < V."""
+    logits_RxV = logits_RxV / temperature
+    V = logits_RxV.shape[-1]
+    truncate = (top_k > 0) & (top_k < V)  # lax.cond: no ranking work when top-k is off
+    logits_RxV = jax.lax.cond(truncate, top_k_logits, lambda logits, _: logits, logits_RxV, top_k)
+    return jax.random.categorical(jax.random.fold_in(key, t), logits_RxV).astype(jnp.int32)
+
+
+def keep_rows(carry: _Carry, R: int) -> _Carry:
+    """The R rows still generating (then finished ones, if fewer are left), cache rows
+    included: every cache leaf with an axis has the rows first, a scalar one is shared."""
+    order_R = jnp.argsort(carry.done_R, stable=True)[:R]
+    cache = jax.tree.map(lambda a: a[order_R] if a.ndim else a, carry.cache)
+    return carry._replace(
+        state_RxS=carry.state_RxS[order_R],
+        cache=cache,
+        rows_R=carry.rows_R[order_R],
+        done_R=carry.done_R[order_R],
+    )
+
+
+def cached_steps(input_len: int, start: int, decode: bool) -> int:
+    """How many steps draw from the cache: those whose last filled position is < L (filled
+    positions start + t <= L); the rest crop and recompute."""
+    return max(0, input_len - start + 1) if decode else 0
+
+
+def _step_logits(model: nn.Module, layout: str, input_len: int, start: int):
+    """(recompute, cached): `(variables, carry) -> (logits_RxV, cache)` for one step, by a
+    forward over the window / the last L positions, or by a decode step on the cache."""
+
+    def recompute(variables, carry):
+        if layout == "windows":
+            return model.apply(variables, carry.state_RxS, train=False), carry.cache
+        L, n = input_len, start + carry.t  # n: filled positions of every row's buffer
+        first = jnp.clip(n - L, 0, carry.state_RxS.shape[1] - L)
+        window_RxL = jax.lax.dynamic_slice_in_dim(carry.state_RxS, first, L, axis=1)
+        logits_RxLxV = model.apply(variables, window_RxL, train=False)
+        logits_RxV = jax.lax.dynamic_index_in_dim(logits_RxLxV, n - 1 - first, 1, keepdims=False)
+        return logits_RxV, carry.cache
+
+    def cached(variables, carry):  # the last filled position goes into the cache
+        last_Rx1 = jax.lax.dynamic_slice_in_dim(carry.state_RxS, start - 1 + carry.t, 1, axis=1)
+        return decode_step(model, variables, carry.cache, last_Rx1)
+
+    return recompute, cached
+
+
+def prefilled_cache(model: nn.Module, variables: Any, state_BxS: jax.Array, L: int, start: int):
+    """The cache of the B rows after positions 0 .. start - 2 (the boundary token and all but
+    the prefix's last character; the first step feeds that one)."""
+    cache = init_cache(model, variables, state_BxS.shape[0], L)
+
+    def feed(p, cache):
+        idx_Bx1 = jax.lax.dynamic_slice_in_dim(state_BxS, p, 1, axis=1)
+        return decode_step(model, variables, cache, idx_Bx1)[1]
+
+    return jax.lax.fori_loop(0, start - 1, feed, cache)
+
+
+def advance(layout: str, start: int, t: jax.Array, state_RxS: jax.Array, next_R: jax.Array):
+    """The rows' state with step t's characters: the window slides, or the buffer fills
+    position start + t."""
+    if layout == "windows":
+        return jnp.concatenate([state_RxS[:, 1:], next_R[:, None]], axis=1)
+    return jax.lax.dynamic_update_index_in_dim(state_RxS, next_R, start + t, axis=1)
+
+
+def run_steps(
+    carry: _Carry,
+    until: int,
+    step: Callable[[_Carry], tuple[jax.Array, Any]],
+    *,
+    leave_at: int,
+    first_phase: bool,
+    layout: str,
+    start: int,
+    boundary_id: int,
+) -> _Carry:
+    """Steps while t < `until` and more than `leave_at` rows are generating. `step(carry)`
+    gives the rows' drawn characters and cache; a finished row keeps the boundary token."""
+
+    def cond(c: _Carry) -> jax.Array:
+        return (c.t < until) & (jnp.sum(~c.done_R) > leave_at)
+
+    def body(c: _Carry) -> _Carry:
+        drawn_R, cache = step(c)
+        next_R = jnp.where(c.done_R, boundary_id, drawn_R)
+        if first_phase:  # the rows are still the batch, in order
+            tokens_GxB = c.tokens_GxB.at[c.t].set(next_R)
+        else:  # finished rows only rewrite the boundary token their word already has
+            tokens_GxB = c.tokens_GxB.at[c.t, c.rows_R].set(next_R, unique_indices=True)
+        state_RxS = advance(layout, start, c.t, c.state_RxS, next_R)
+        done_R = c.done_R | (next_R == boundary_id)
+        return _Carry(c.t + 1, state_RxS, cache, c.rows_R, done_R, tokens_GxB)
+
+    return jax.lax.while_loop(cond, body, carry)
+
+
 @functools.lru_cache(maxsize=16)
 def make_sampler(
-    model: nn.Module, layout: str, input_len: int, max_len: int, start: int, boundary_id: int
-):
+    model: nn.Module,
+    layout: str,
+    input_len: int,
+    max_len: int,
+    start: int,
+    boundary_id: int,
+    decode: bool = False,
+) -> Callable[..., jax.Array]:
     """A jitted `(variables, key, state_BxS, temperature, top_k) -> tokens_BxG` generator.
 
     `state_BxS` is the context window (windows layout) or the word buffer (sequences layout,
     `start` = its number of filled positions: the boundary token and the prefix), of which the
-    model reads `input_len` positions (its window width, or its padded word length). Temperature
+    model reads `input_len` positions (its window width, or its padded word length L).
+    `decode` (a model whose spec `decodes`): the steps whose last filled position is < L draw
+    from the cache, which first takes in the prefix; later steps crop and recompute. Temperature
     and top_k are traced, so one compilation serves every value; top_k <= 0 or >= vocab size
-    means no truncation. Step t draws `jax.random.categorical(fold_in(key, t), logits)` for the
-    rows still generating; which rows those are depends only on earlier steps, so every word is
-    an exact sample from the model, and the same key gives the same words. Cached: the same
-    model and shape reuse one compiled sampler.
+    means no truncation. Step t draws with `fold_in(key, t)` (`draw`) for the rows still
+    generating; which rows those are depends only on earlier steps, so every word is an exact
+    sample from the model, and the same key gives the same words. Cached: the same model and
+    shape reuse one compiled sampler.
     """
-
-    def logits_of(variables, t, state_RxS):
-        if layout == "windows":
-            return model.apply(variables, state_RxS, train=False)
-        L, n = input_len, start + t  # n: filled positions of every row's buffer
-        first = jnp.clip(n - L, 0, state_RxS.shape[1] - L)
-        window_RxL = jax.lax.dynamic_slice_in_dim(state_RxS, first, L, axis=1)
-        logits_RxLxV = model.apply(variables, window_RxL, train=False)
-        return jax.lax.dynamic_index_in_dim(logits_RxLxV, n - 1 - first, axis=1, keepdims=False)
-
-    def advance(t, state_RxS, next_R):
-        if layout == "windows":
-            return jnp.concatenate([state_RxS[:, 1:], next_R[:, None]], axis=1)
-        return jax.lax.dynamic_update_index_in_dim(state_RxS, next_R, start + t, axis=1)
+    recompute, cached = _step_logits(model, layout, input_len, start)
+    decode_until = min(cached_steps(input_len, start, decode), max_len)
+    run = functools.partial(run_steps, layout=layout, start=start, boundary_id=boundary_id)
 
     @jax.jit
     def sample_tokens(variables, key, state_BxS, temperature, top_k):
+        def drawing(logits_of):
+            def step(carry: _Carry) -> tuple[jax.Array, Any]:
+                logits_RxV, cache = logits_of(variables, carry)
+                return draw(key, carry.t, logits_RxV, temperature, top_k), cache
+
+            return step
+
         B = state_BxS.shape[0]
-        # time-major, so that step t writes one contiguous row; transposed on return
+        cache = (
+            prefilled_cache(model, variables, state_BxS, input_len, start) if decode_until else None
+        )
         tokens_GxB = jnp.full((max_len, B), boundary_id, jnp.int32)
-
-        def next_tokens(t, state_RxS):
-            logits_RxV = logits_of(variables, t, state_RxS) / temperature
-            V = logits_RxV.shape[-1]
-            truncate = (top_k > 0) & (top_k < V)  # lax.cond: no ranking work when top-k is off
-            logits_RxV = jax.lax.cond(
-                truncate, top_k_logits, lambda logits, _: logits, logits_RxV, top_k
-            )
-            return jax.random.categorical(jax.random.fold_in(key, t), logits_RxV).astype(jnp.int32)
-
+        carry = _Carry(
+            jnp.int32(0), state_BxS, cache, jnp.arange(B), jnp.zeros(B, bool), tokens_GxB
+        )
         sizes = phase_sizes(B)
-        t = jnp.int32(0)
-        state_RxS, rows_R, done_R = state_BxS, jnp.arange(B), jnp.zeros((B,), bool)
         for i, R in enumerate(sizes):
-            if i > 0:  # the rows still generating first, then keep R of them (all, by the cond)
-                order_R = jnp.argsort(done_R, stable=True)[:R]
-                state_RxS, rows_R, done_R = state_RxS[order_R], rows_R[order_R], done_R[order_R]
-            leave_at = sizes[i + 1] if i + 1 < len(sizes) else 0
-
-            def cond(carry, leave_at=leave_at):
-                t, _, _, done_R, _ = carry
-                return (t < max_len) & (jnp.sum(~done_R) > leave_at)
-
-            def body(carry, first=i == 0):
-                t, state_RxS, rows_R, done_R, tokens_GxB = carry
-                next_R = jnp.where(done_R, boundary_id, next_tokens(t, state_RxS))
-                if first:
-                    tokens_GxB = tokens_GxB.at[t].set(next_R)
-                else:  # finished rows only rewrite the boundary token their word already has
-                    tokens_GxB = tokens_GxB.at[t, rows_R].set(next_R, unique_indices=True)
-                state_RxS = advance(t, state_RxS, next_R)
-                return t + 1, state_RxS, rows_R, done_R | (next_R == boundary_id), tokens_GxB
-
-            t, state_RxS, rows_R, done_R, tokens_GxB = jax.lax.while_loop(
-                cond, body, (t, state_RxS, rows_R, done_R, tokens_GxB)
-            )
-        return tokens_GxB.T
+            if i > 0:
+                carry = keep_rows(carry, R)
+            phase = dict(leave_at=sizes[i + 1] if i + 1 < len(sizes) else 0, first_phase=i == 0)
+            if decode_until:
+                carry = run(carry, decode_until, drawing(cached), **phase)
+            carry = run(carry, max_len, drawing(recompute), **phase)
+        return carry.tokens_GxB.T
 
     return sample_tokens
 
@@ -159,6 +269,12 @@ def initial_state(layout: str, input_len: int, vocab: Vocab, prefix: str, max_le
     start = 1 + len(prefix_ids)
     length = max(input_len, start + max_len)
     return [b] + prefix_ids + [b] * (length - start), start
+
+
+def spec_decodes(model: nn.Module) -> bool:
+    """Whether the spec registered for the module's class declares a decode path (a module
+    of no registered class has none)."""
+    return any(spec.module is type(model) and spec.decodes for spec in registry().values())
 
 
 def check_sampling_args(
@@ -190,12 +306,15 @@ def generate(
     top_k: int = 0,
     prefix: str = "",
     batch_size: int = MAX_SAMPLE_BATCH,
+    recompute: bool = False,
 ) -> list[str]:
     """`num` words, each `prefix` + up to `max_len` generated characters, from a model of
     `layout` (its spec's) that reads `input_len` positions (models.input_length).
 
-    Batch i draws from `fold_in(key, i)`, so the first words do not depend on `num` as long as
-    the batch size is the same.
+    A model whose spec `decodes` draws from its cache up to L positions; `recompute=True` runs
+    every step as a forward over the window instead (the same words, to float rounding). Batch
+    i draws from `fold_in(key, i)`, so the first words do not depend on `num` as long as the
+    batch size is the same.
     """
     check_sampling_args(vocab, num, temperature, top_k, prefix)
     if max_len <= 0:
@@ -203,7 +322,8 @@ def generate(
     batch = min(num, batch_size)
     state_S, start = initial_state(layout, input_len, vocab, prefix, max_len)
     state_BxS = jnp.asarray(np.tile(np.asarray(state_S, np.int32), (batch, 1)))
-    sampler = make_sampler(model, layout, input_len, max_len, start, vocab.boundary_id)
+    decode = not recompute and layout == "sequences" and spec_decodes(model)
+    sampler = make_sampler(model, layout, input_len, max_len, start, vocab.boundary_id, decode)
     chunks = [
         sampler(
             variables,
@@ -259,6 +379,11 @@ def main(argv: Sequence[str]) -> int:
         default=0,
         help="cap on generated characters (0: longest word of the data + 10)",
     )
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="recompute the whole word at every step instead of decoding from the cache",
+    )
     args = parser.parse_args(argv)
     if args.max_len < 0:
         raise UserError(f"--max_len must be >= 0, got {args.max_len}")
@@ -275,6 +400,7 @@ def main(argv: Sequence[str]) -> int:
         temperature=args.temperature,
         top_k=args.top_k,
         prefix=args.prefix,
+        recompute=args.recompute,
     )
     sys.stdout.write("".join(w + "\n" for w in words))
     sys.stdout.flush()
