@@ -504,6 +504,7 @@ def torch_runs(
         "torch_threads": torch.get_num_threads(),
         "torch_thread_trial_steps_per_sec": {str(n): v["rate"] for n, v in trial.items()},
         "torch_compile_error": None,
+        "torch_compile_seconds": None,
     }
     runs = {"torch_eager": eager}
     torch.manual_seed(config.seed)
@@ -553,10 +554,11 @@ def bench_vs_torch(
         ),
         "train_interleaved_steps_per_call": min(config.steps_per_call, 50),
     }
-    if "torch_compile" in r:
-        out["torch_compile_steps_per_sec"] = (
-            runs["torch_compile"].steps / r["torch_compile"]["seconds"]
-        )
+    out["torch_compile_steps_per_sec"] = (
+        runs["torch_compile"].steps / r["torch_compile"]["seconds"]
+        if "torch_compile" in r
+        else None
+    )
     log(", ".join(f"{k}: {v:,.0f} chars/s" for k, v in rate.items()))
     return out, functools.partial(torch_generate, torch_model, ds, sizes.torch_sample_batch)
 
@@ -630,8 +632,10 @@ def op_part(op_name: str, file: str, function: str) -> str:
         return "embeddings (gather, scatter-add)"
     if "/lm_head/" in op_name:
         return "lm_head"
-    if "/cell/" in op_name:
+    if "/cell" in op_name:
         return "recurrent cell"
+    if "/while/" in op_name:  # the scan over time: slicing inputs, stacking the states
+        return "recurrent scan (slicing, stacking the states)"
     if "/c_fc/" in op_name or "/c_proj/" in op_name or function == "Block.__call__":
         return "MLP: c_fc, GELU, c_proj (and residual adds)"
     return "model, other"

@@ -31,6 +31,39 @@ FLOAT_KEYS = (
     "achieved_gflops",
     "flops_per_step",
 )
+COMMON_KEYS = (
+    "train_fused_by_k",
+    "sample_by_batch",
+    "sample_recompute_names_per_sec",
+    "sample_recompute_by_batch",
+    "sample_cached_vs_recompute",
+    "device",
+    "machine",
+    "load_average",
+    "load_average_end",
+    "jax_version",
+    "cpu_count",
+    "batch_size",
+    "layout",
+    "eval_characters",
+    "profile",
+)
+#: The keys of the interleaved comparison with makemore.py in PyTorch (transformer, gru).
+MAKEMORE_KEYS = (
+    "train_chars_per_sec",
+    "train_padded_chars_per_sec",
+    "torch_eager_chars_per_sec",
+    "torch_compile_chars_per_sec",
+    "speedup_train_chars",
+    "speedup_vs_compile_chars",
+    "torch_compile_error",
+    "torch_compile_seconds",
+    "torch_compile_steps_per_sec",
+    "torch_threads",
+    "torch_thread_trial_steps_per_sec",
+    "torch_sample_batch",
+    "train_interleaved_steps_per_call",
+)
 TORCH_KEYS = (
     "torch_eager_steps_per_sec",
     "torch_sample_names_per_sec",
@@ -74,16 +107,10 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
     assert set(r) == {
         *FLOAT_KEYS,
         *TORCH_KEYS,
-        "train_fused_by_k",
-        "sample_by_batch",
-        "device",
-        "jax_version",
-        "cpu_count",
+        *COMMON_KEYS,
         "train_fused_by_devices",
-        "batch_size",
-        "layout",
         "variants",
-        "eval_characters",
+        "sample_recompute_note",
     }
     for key in FLOAT_KEYS:
         assert isinstance(r[key], float) and r[key] > 0, key
@@ -93,7 +120,11 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
         assert isinstance(v, float) and v > 0
     assert r["train_fused_steps_per_sec"] == r["train_fused_by_k"]["100"]  # steps_per_call
     assert r["sample_names_per_sec"] == r["sample_by_batch"]["10000"]
+    # a window model has no cache: its one sampler is the default, no recompute figures
+    assert r["sample_recompute_by_batch"] is None and r["sample_recompute_names_per_sec"] is None
+    assert r["sample_cached_vs_recompute"] is None and "windows" in r["sample_recompute_note"]
     assert r["batch_size"] == 32 and r["layout"] == "windows"
+    check_machine_and_profile(r)
     # windows: one character per row of a batch of 32, for the config and each variant
     assert r["train_fused_chars_per_sec"] == pytest.approx(32 * r["train_chunk_steps_per_sec"])
     assert set(r["variants"]) == {
@@ -162,6 +193,89 @@ def test_quick_bench_writes_every_key(small_names, tmp_path):
     assert cells["train, fused, K=100 steps per call (steps/s)"] == number(
         r["train_fused_steps_per_sec"]
     )
+
+
+def check_machine_and_profile(r: dict) -> None:
+    """The machine and load are named, and the profile's parts account for all its op time."""
+    assert isinstance(r["machine"], str) and r["machine"]
+    for key in ("load_average", "load_average_end"):
+        assert len(r[key]) == 3 and all(isinstance(x, float) and x >= 0 for x in r[key])
+    profile = r["profile"]
+    assert profile["steps"] == 20 and profile["wall_ms_per_step"] > 0
+    parts = profile["parts"]
+    assert sum(p["share"] for p in parts.values()) == pytest.approx(1.0)
+    assert sum(p["ms_per_step"] for p in parts.values()) == pytest.approx(profile["op_ms_per_step"])
+    assert 0 < profile["backward_share"] < 1
+    assert "optimizer (AdamW)" in parts or "optimizer" in " ".join(parts)
+
+
+def test_quick_bench_gru_against_makemore_torch(small_names, tmp_path):
+    """--config gru: the packed and padded JAX steps and makemore.py's GRU in PyTorch (eager,
+    torch.compile) in characters/s with their ratios; the cached and recompute samplers and
+    makemore's generate with theirs; the packed step's rows in the profile."""
+    pytest.importorskip("torch")
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "bench.py"),
+            "--config",
+            "gru",
+            "--quick",
+            "--out",
+            str(out),
+            f"--config.data_path={small_names}",
+            "--config.model.n_embd=16",
+            "--config.model.n_embd2=16",
+            "--config.steps_per_call=100",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert set(r) == {*FLOAT_KEYS, *TORCH_KEYS, *COMMON_KEYS, *MAKEMORE_KEYS, "variants"}
+    assert r["layout"] == "sequences"
+    check_machine_and_profile(r)
+    assert r["profile"]["packing"]["width"] == 16  # gru packs rows of 16
+    assert "recurrent cell" in r["profile"]["parts"]
+    for key in ("train_chars_per_sec", "train_padded_chars_per_sec", "torch_eager_chars_per_sec"):
+        assert isinstance(r[key], float) and r[key] > 0, key
+    assert r["speedup_train_chars"] == pytest.approx(
+        r["train_chars_per_sec"] / r["torch_eager_chars_per_sec"]
+    )
+    if r["torch_compile_chars_per_sec"] is None:  # a failed compile says why
+        assert r["speedup_vs_compile_chars"] is None and r["torch_compile_error"]
+    else:
+        assert r["torch_compile_error"] is None
+        assert r["speedup_vs_compile_chars"] == pytest.approx(
+            r["train_chars_per_sec"] / r["torch_compile_chars_per_sec"]
+        )
+    # makemore's padded rows of 32 words: characters per step between 32 x 2 and 32 x L
+    chars_per_step = r["torch_eager_chars_per_sec"] / r["torch_eager_steps_per_sec"]
+    assert 32 * 2 <= chars_per_step <= 32 * 16, chars_per_step
+    assert r["torch_threads"] in (1, r["cpu_count"]) and r["torch_sample_batch"] == 200
+    assert r["speedup_train"] == pytest.approx(
+        r["train_fused_steps_per_sec"] / r["torch_eager_steps_per_sec"]
+    )
+    assert r["speedup_sample"] == pytest.approx(
+        r["sample_names_per_sec"] / r["torch_sample_names_per_sec"]
+    )
+    # the recompute path beside the cached default, at every batch
+    assert set(r["sample_recompute_by_batch"]) == {"1", "100", "10000"}
+    assert all(isinstance(v, float) and v > 0 for v in r["sample_recompute_by_batch"].values())
+    assert r["sample_recompute_names_per_sec"] == r["sample_recompute_by_batch"]["10000"]
+    assert r["sample_cached_vs_recompute"] == pytest.approx(
+        r["sample_names_per_sec"] / r["sample_recompute_names_per_sec"]
+    )
+    rows = (re.fullmatch(r"\s*(.*?)\s{2,}(.*)", line) for line in proc.stdout.splitlines())
+    table = {row[1]: row[2] for row in rows if row}
+    assert table["torch eager (interleaved)"] == f"{number(r['torch_eager_chars_per_sec'])} chars/s"
+    assert table["speedup chars (JAX / torch eager)"] == f"{number(r['speedup_train_chars'])}x"
 
 
 def number(v: float) -> str:
