@@ -622,22 +622,23 @@ def op_part(op_name: str, file: str, function: str) -> str:
         return "optimizer (AdamW)"
     if "jvp(" not in op_name:
         return "other (loop, keys)"
-    if "/attn/" in op_name:
-        if "/c_attn/" in op_name or "/attn/c_proj/" in op_name:
+    path = op_name.split("jvp(", 1)[1]  # the module path inside the model
+    if "/attn/" in path:
+        if "/c_attn/" in path or "/attn/c_proj/" in path:
             return "attention: c_attn, c_proj matmuls"
         return "attention: scores, mask, softmax, weighted sum"
-    if "/ln_" in op_name or file == "normalization.py":
+    if "/ln_" in path or file == "normalization.py":
         return "LayerNorm"
-    if "/wte/" in op_name or "/wpe/" in op_name or function == "Embed.__call__":
+    if "/wte/" in path or "/wpe/" in path or function == "Embed.__call__":
         return "embeddings (gather, scatter-add)"
-    if "/lm_head/" in op_name:
+    if "/lm_head/" in path:
         return "lm_head"
-    if "/cell" in op_name:
-        return "recurrent cell"
-    if "/while/" in op_name:  # the scan over time: slicing inputs, stacking the states
-        return "recurrent scan (slicing, stacking the states)"
-    if "/c_fc/" in op_name or "/c_proj/" in op_name or function == "Block.__call__":
+    if "/c_fc/" in path or "/c_proj/" in path or function == "Block.__call__":
         return "MLP: c_fc, GELU, c_proj (and residual adds)"
+    if "/cell" in path:
+        return "recurrent cell"
+    if "/while/" in path:  # the scan over time: slicing inputs, stacking the states
+        return "recurrent scan (slicing, stacking the states)"
     return "model, other"
 
 
