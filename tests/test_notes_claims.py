@@ -172,7 +172,7 @@ def test_quick_writes_every_claim_with_a_verdict(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "claims.json").read_text())
