@@ -209,6 +209,20 @@ def check_machine_and_profile(r: dict) -> None:
     assert "optimizer (AdamW)" in parts or "optimizer" in " ".join(parts)
 
 
+def check_sequence_sampling(r: dict) -> None:
+    """A sequence model's recompute path beside the cached default at every batch, and the
+    ratios against it and makemore.py's generate."""
+    assert set(r["sample_recompute_by_batch"]) == {"1", "100", "10000"}
+    assert all(isinstance(v, float) and v > 0 for v in r["sample_recompute_by_batch"].values())
+    assert r["sample_recompute_names_per_sec"] == r["sample_recompute_by_batch"]["10000"]
+    assert r["sample_cached_vs_recompute"] == pytest.approx(
+        r["sample_names_per_sec"] / r["sample_recompute_names_per_sec"]
+    )
+    assert r["speedup_sample"] == pytest.approx(
+        r["sample_names_per_sec"] / r["torch_sample_names_per_sec"]
+    )
+
+
 def test_quick_bench_gru_against_makemore_torch(small_names, tmp_path):
     """--config gru: the packed and padded JAX steps and makemore.py's GRU in PyTorch (eager,
     torch.compile) in characters/s with their ratios; the cached and recompute samplers and
@@ -262,16 +276,7 @@ def test_quick_bench_gru_against_makemore_torch(small_names, tmp_path):
     assert r["speedup_train"] == pytest.approx(
         r["train_fused_steps_per_sec"] / r["torch_eager_steps_per_sec"]
     )
-    assert r["speedup_sample"] == pytest.approx(
-        r["sample_names_per_sec"] / r["torch_sample_names_per_sec"]
-    )
-    # the recompute path beside the cached default, at every batch
-    assert set(r["sample_recompute_by_batch"]) == {"1", "100", "10000"}
-    assert all(isinstance(v, float) and v > 0 for v in r["sample_recompute_by_batch"].values())
-    assert r["sample_recompute_names_per_sec"] == r["sample_recompute_by_batch"]["10000"]
-    assert r["sample_cached_vs_recompute"] == pytest.approx(
-        r["sample_names_per_sec"] / r["sample_recompute_names_per_sec"]
-    )
+    check_sequence_sampling(r)
     rows = (re.fullmatch(r"\s*(.*?)\s{2,}(.*)", line) for line in proc.stdout.splitlines())
     table = {row[1]: row[2] for row in rows if row}
     assert table["torch eager (interleaved)"] == f"{number(r['torch_eager_chars_per_sec'])} chars/s"
