@@ -44,6 +44,7 @@ CACHE_BYTES = {
 }
 
 
+@jax.jit
 def _perturbed(tree, key, scale):
     leaves, treedef = jax.tree.flatten(tree)
     keys = jax.random.split(key, len(leaves))
@@ -56,7 +57,8 @@ def tiny(name: str):
     """The tiny module and variables that are not at their init: every parameter moved (a
     non-zero start state, sharper logits) and running statistics away from 0 and 1."""
     model = registry()[name].build(model_config(name, **TINY[name]), V, L)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((2, L), jnp.int32), train=False)
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = init(jax.random.PRNGKey(0), jnp.zeros((2, L), jnp.int32))
     variables = dict(variables)
     variables["params"] = _perturbed(variables["params"], jax.random.PRNGKey(1), 0.3)
     if "batch_stats" in variables:
@@ -74,7 +76,7 @@ def test_every_sequence_model_decodes():
 def test_decoded_logits_equal_the_full_forward_at_every_position(name):
     model, variables = tiny(name)
     idx_RxL = jax.random.randint(jax.random.PRNGKey(3), (R, L), 0, V)
-    full_RxLxV = model.apply(variables, idx_RxL, train=False)
+    full_RxLxV = jax.jit(functools.partial(model.apply, train=False))(variables, idx_RxL)
     cache = init_cache(model, variables, R, L)
     step = jax.jit(functools.partial(decode_step, model))
     for t in range(L):
@@ -105,22 +107,20 @@ def _both(name, num, **kw):
 @pytest.mark.parametrize("name", DECODING)
 def test_cached_and_recomputed_samples_are_the_same_words_within_and_past_L(name):
     """2,100 words: two phases, so the cache rows are gathered with their words; some words
-    run past L - 1 characters, where both samplers crop and recompute."""
+    run past L - 1 characters, where both samplers crop and recompute. Sampled and greedy."""
     cached, recomputed = _both(name, 2100, prefix="a", temperature=0.8)
     assert cached == recomputed
     assert sum(len(w) >= L for w in cached) >= 20  # past L: buffer positions beyond L - 1
+    cached, recomputed = _both(name, 2100, prefix="a", top_k=1)
+    assert cached == recomputed and len(set(cached)) == 1
 
 
 @pytest.mark.parametrize("name", DECODING)
-def test_greedy_top_k_and_a_prefix_longer_than_L(name):
-    """Greedy decoding is exactly the same word, for prefixes of 0 .. L + 1 characters (the
-    longest is recomputed from its first step); sampling past such a prefix agrees too."""
-    for prefix in ("", "b", "jihgfedc", "abcdefghij"):
-        cached, recomputed = _both(name, 3, prefix=prefix, top_k=1)
-        assert cached == recomputed and len(set(cached)) == 1
-        assert cached[0].startswith(prefix)
-    cached, recomputed = _both(name, 50, prefix="abcdefghij", top_k=4)
-    assert cached == recomputed and all(w.startswith("abcdefghij") for w in cached)
+def test_a_prefix_longer_than_L_is_recomputed_from_the_first_step(name):
+    prefix = "abcdefghij"  # L + 1 characters
+    for top_k in (1, 4):
+        cached, recomputed = _both(name, 50, prefix=prefix, top_k=top_k)
+        assert cached == recomputed and all(w.startswith(prefix) for w in cached)
 
 
 def test_a_module_of_no_registered_class_samples_by_recompute():
