@@ -1,7 +1,26 @@
+"""jax_makemore.evaluate: split losses equal to results.json, scored words and files, and the
+ensemble of several runs (a sweep's seeds) against an independent NumPy mixture."""
+
+import contextlib
+import io
 import json
 
+import numpy as np
 import pytest
-from conftest import run_cli, write_small_names
+from conftest import run_cli, tiny_config, write_small_names
+
+from jax_makemore import errors, evaluate, sweep
+from jax_makemore.data import IGNORE, dataset_from_config
+from jax_makemore.errors import UserError
+from jax_makemore.restore import load_trained
+from jax_makemore.train import train_and_evaluate
+
+#: A tiny RNN (sequences layout: padded rows with IGNORE targets), evaluated in batches of 64
+#: rows so a split spans several batches, the last one padded.
+TINY_RNN = dict(
+    n_embd=8, n_embd2=8, batch_size=16, num_steps=60, steps_per_call=60, eval_every=60,
+    checkpoint_every=60, learning_rate=0.01, eval_batch_size=64, tensorboard=False,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +82,121 @@ def test_score_words_and_other_files(workdir, tmp_path):
         and "Traceback" not in bad.stderr
         and "'zoë' has characters not in the trained vocabulary: 'ë'" in bad.stderr
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# --ensemble
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(workdir):
+    """A two-seed sweep of the tiny RNN on the data of `workdir`: (sweep dir, its member dirs)."""
+    root, data = workdir.parent, workdir.parent / "small_names.txt"
+    flags = [
+        f"--config.{'model.' if k.startswith('n_embd') else ''}{k}={v}" for k, v in TINY_RNN.items()
+    ]
+    argv = ["--config", "rnn", "--workdir", str(root / "s"), f"--config.data_path={data}"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert sweep.main([*argv, *flags, "--config.num_samples=0", "--sweep.seed=0,1"]) == 0
+    record = json.loads((root / "s" / sweep.SWEEP_FILE).read_text())
+    return root / "s", [root / "s" / m["workdir"] for m in record["members"]]
+
+
+def numpy_mixture(members, split):
+    """(-log mean_m softmax(logits_m)[y], mean of the members' own NLLs, NLL of the mean logits)
+    over the counted targets, in float64 NumPy from each restored member's `model.apply`."""
+    probs, logits = [], []
+    for m in members:
+        X, Y = dataset_from_config(m.config, vocab=m.vocab, seq_len=m.seq_len).split(split)
+        z = np.asarray(m.model.apply(m.variables, X, train=False), np.float64)
+        logits.append(z)
+        probs.append(np.exp(z - z.max(-1, keepdims=True)))
+        probs[-1] /= probs[-1].sum(-1, keepdims=True)
+    counted = Y != IGNORE
+    assert not counted.all()  # padded rows: the masking is exercised
+    y = np.where(counted, Y, 0)[..., None]
+
+    def nll(p):
+        return float(-np.log(np.take_along_axis(p, y, -1)[..., 0])[counted].mean())
+
+    z = np.mean(logits, axis=0)
+    p_mean_logits = np.exp(z - z.max(-1, keepdims=True))
+    p_mean_logits /= p_mean_logits.sum(-1, keepdims=True)
+    return nll(np.mean(probs, axis=0)), float(np.mean([nll(p) for p in probs])), nll(p_mean_logits)
+
+
+@pytest.fixture(scope="module")
+def two_seeds(seed_sweep):
+    """`ensemble_losses` of the sweep's two members, listed one by one."""
+    return evaluate.ensemble_losses(seed_sweep[1], ("val", "test"))
+
+
+def test_ensemble_of_one_is_the_single_model(workdir):
+    result = run_cli("evaluate", "--ensemble", str(workdir))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    single = json.loads((workdir / "results.json").read_text())["loss"]
+    assert out["members"] == [str(workdir)] and list(out["single"]) == [str(workdir)]
+    for split, loss in single.items():
+        assert out["ensemble"][split] == pytest.approx(loss, abs=1e-6)
+        assert out["single"][str(workdir)][split] == pytest.approx(loss, abs=1e-6)
+        assert out["single_mean"][split] == pytest.approx(loss, abs=1e-6)
+
+
+def test_ensemble_equals_a_numpy_mixture_and_beats_its_members(seed_sweep, two_seeds):
+    members, out = seed_sweep[1], two_seeds
+    restored = [load_trained(d) for d in members]
+    for split in ("val", "test"):
+        mixture, mean_single, mean_logits = numpy_mixture(restored, split)
+        assert out["ensemble"][split] == pytest.approx(mixture, abs=1e-5)
+        assert out["single_mean"][split] == pytest.approx(mean_single, abs=1e-5)
+        # the test tells the mixture from averaging losses or logits
+        assert abs(mixture - mean_single) > 1e-3 and abs(mixture - mean_logits) > 1e-4
+    for d in members:
+        trained = json.loads((d / "results.json").read_text())["loss"]
+        assert out["single"][str(d)]["val"] == pytest.approx(trained["val"], abs=1e-6)
+    # Jensen: -log of a mean probability is at most the mean of the -logs
+    vals = [out["single"][str(d)]["val"] for d in members]
+    assert out["ensemble"]["val"] < np.mean(vals) - 1e-3
+
+
+def test_a_sweep_dir_expands_to_its_finished_members(seed_sweep, two_seeds, tmp_path):
+    sweep_dir, members = seed_sweep
+    assert evaluate.ensemble_dirs([sweep_dir]) == members and len(members) == 2
+    assert evaluate.ensemble_losses([sweep_dir], ("val", "test")) == two_seeds
+    record = json.loads((sweep_dir / sweep.SWEEP_FILE).read_text())
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    record["members"][0]["workdir"] = str(members[0])  # absolute: joins to itself
+    record["members"][1]["status"] = "diverged"
+    (partial / sweep.SWEEP_FILE).write_text(json.dumps(record))
+    assert evaluate.ensemble_dirs([partial]) == [members[0]]
+    record["members"][0]["status"] = "running"
+    (partial / sweep.SWEEP_FILE).write_text(json.dumps(record))
+    with pytest.raises(UserError, match=f"sweep '{partial}' has no finished member"):
+        evaluate.ensemble_dirs([partial])
+
+
+def one_line_error(capsys, argv):
+    """The stderr of `evaluate` on `argv`: exit status 2, one line, no traceback."""
+    assert errors.run_cli(evaluate.main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_mismatched_members_and_bad_dirs_are_one_line_errors(workdir, seed_sweep, capsys):
+    _, members = seed_sweep
+    data = workdir.parent / "small_names.txt"
+    other_split = workdir.parent / "bigram_split7"
+    train_and_evaluate(*tiny_config("bigram_counts", data, split_seed=7), other_split)
+    capsys.readouterr()  # training's progress lines
+    err = one_line_error(capsys, ["--ensemble", str(workdir), str(other_split)])
+    assert f"'{other_split}' has split_seed=7" in err and f"'{workdir}' has split_seed=1337" in err
+    err = one_line_error(capsys, ["--ensemble", str(members[0]), str(workdir)])
+    assert f"'{workdir}' has layout='windows' but '{members[0]}' has layout='sequences'" in err
+    neither = workdir.parent
+    err = one_line_error(capsys, ["--ensemble", str(workdir), str(neither)])
+    assert f"'{neither}' is neither a run directory" in err
+    assert "at least one" in one_line_error(capsys, ["--ensemble"])
+    assert "twice" in one_line_error(capsys, ["--ensemble", str(workdir), str(workdir)])
