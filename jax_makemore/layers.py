@@ -1,4 +1,5 @@
-"""Kaiming init and a BatchNorm written out as in the notes (running stats in `batch_stats`)."""
+"""Kaiming init, a BatchNorm written out as in the notes (running stats in `batch_stats`), and a
+dropout whose rate may be a traced value."""
 
 from __future__ import annotations
 
@@ -76,6 +77,43 @@ class BatchNorm(nn.Module):
             return y
         mean, var = jnp.expand_dims(mean, axes), jnp.expand_dims(var, axes)
         return (x - mean) * jax.lax.rsqrt(var + self.eps) * gain + bias
+
+
+class Dropout(nn.Module):
+    """flax.linen.Dropout whose `rate` may also be a traced array (a sweep's per-member value).
+
+    For a Python (concrete) rate it is nn.Dropout line for line: a rate of 0 or
+    `deterministic=True` returns the input without drawing (no 'dropout' rng needed), a rate of
+    1 returns zeros, otherwise `make_rng('dropout')` draws a Bernoulli(keep_prob) mask and the
+    kept inputs are scaled by 1 / keep_prob. The class keeps nn.Dropout's name, so the
+    automatic submodule names (`Dropout_0`, ...) and with them the rng streams are the same.
+
+    A traced rate cannot be branched on, so the mask is always drawn and the same formula
+    covers every rate: at 0 the mask keeps everything and x / 1 is x; at 1 it keeps nothing
+    (the divisor is then 1, not 0, so that the gradient stays finite, as nn.Dropout's zeros
+    are). keep_prob is `1 - rate` in float32 here but rounded from a Python float in
+    nn.Dropout; the two are the same float32 for rates such as 0.1, 0.2, 0.5, and 1 ulp apart
+    for some others (0.09, 0.33).
+    """
+
+    rate: float | jax.Array
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic:
+            return x
+        if not isinstance(self.rate, jax.Array):  # concrete: exactly nn.Dropout's code
+            if self.rate == 0.0:
+                return x
+            if self.rate == 1.0:
+                return jnp.zeros_like(x)
+            keep_prob = 1.0 - self.rate
+            mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
+            return jax.lax.select(mask, x / keep_prob, jnp.zeros_like(x))
+        keep_prob = 1.0 - jnp.asarray(self.rate, jnp.float32)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
+        divisor = jnp.where(keep_prob > 0.0, keep_prob, 1.0)
+        return jax.lax.select(mask, x / divisor, jnp.zeros_like(x))
 
 
 # PyTorch's default initialisers, for the models makemore.py builds from torch modules.

@@ -13,11 +13,15 @@ import optax
 #: Keys the optimizer may take as traced per-member values (`hp`) instead of the config's: a
 #: sweep trains members that differ only in these as one compiled program.
 TRACED_KEYS = (
-    "learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor", "weight_decay",
-    "l2_mean", "adam_b1", "adam_b2", "adam_eps",
+    "learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor", "warmup_steps",
+    "weight_decay", "l2_mean", "adam_b1", "adam_b2", "adam_eps",
 )  # fmt: skip
 #: Keys of the learning-rate schedule (a subset of TRACED_KEYS).
-SCHEDULE_KEYS = ("learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor")
+SCHEDULE_KEYS = (
+    "learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor", "warmup_steps",
+)  # fmt: skip
+#: The keys of TRACED_KEYS that are step counts: traced as int32, the others as float32.
+INTEGER_KEYS = ("lr_decay_steps", "warmup_steps")
 
 
 def resolved_value(config: ml_collections.ConfigDict, key: str) -> Any:
@@ -35,8 +39,9 @@ def learning_rate_schedule(
     then either `step` (learning_rate, times lr_decay_factor from lr_decay_steps on, default
     half of num_steps) or `cosine` (from learning_rate down to lr_min_factor * learning_rate at
     num_steps). `hp` holds traced values of SCHEDULE_KEYS in place of the config's (a sweep's
-    members); the step decay is then written with a traced boundary, as the same float
-    operations as optax's piecewise schedule."""
+    members); the step decay, the cosine's length and the warm-up are then written with traced
+    step counts, as the same float operations as optax's schedules, so that a traced schedule
+    equals the concrete one bit for bit."""
     hp = hp or {}
     if any(k in hp for k in SCHEDULE_KEYS):
         return _traced_schedule(config, hp)
@@ -57,11 +62,16 @@ def learning_rate_schedule(
 
 
 def _traced_schedule(config: ml_collections.ConfigDict, hp: dict[str, Any]) -> optax.Schedule:
+    """`learning_rate_schedule` with the traced values of `hp`; a traced warm-up length also
+    makes the cosine's length (num_steps - warmup) traced."""
     lr = hp.get("learning_rate", config.learning_rate)
-    warmup = config.warmup_steps
+    warmup = hp.get("warmup_steps", config.warmup_steps)
     if config.lr_schedule == "cosine":
         alpha = hp.get("lr_min_factor", config.lr_min_factor)
-        main = optax.cosine_decay_schedule(lr, max(config.num_steps - warmup, 1), alpha=alpha)
+        if isinstance(warmup, int):
+            main = optax.cosine_decay_schedule(lr, max(config.num_steps - warmup, 1), alpha=alpha)
+        else:
+            main = _cosine_decay(lr, jnp.maximum(config.num_steps - warmup, 1), alpha)
     else:
         decay_steps = hp.get("lr_decay_steps", resolved_value(config, "lr_decay_steps"))
         factor = hp.get("lr_decay_factor", config.lr_decay_factor)
@@ -72,7 +82,42 @@ def _traced_schedule(config: ml_collections.ConfigDict, hp: dict[str, Any]) -> o
             indicator = jnp.maximum(0.0, jnp.sign(threshold - count))
             return lr * indicator + (1 - indicator) * factor * lr
 
-    return _with_warmup(main, lr, warmup)
+    if isinstance(warmup, int):
+        return _with_warmup(main, lr, warmup)
+    return _traced_warmup(main, lr, warmup)
+
+
+def _cosine_decay(lr: Any, decay_steps: jax.Array, alpha: Any) -> optax.Schedule:
+    """optax.cosine_decay_schedule (exponent 1) with a traced number of decay steps T, which
+    optax cannot take (it checks `T > 0` in Python). The arithmetic is optax's, with one
+    change: optax's `pi * count / T` is written `count * (pi * (1 / T))`, the form XLA's
+    simplifier compiles it to when T is a constant (a single run), so that a traced T rounds
+    the same (a traced `pi * count / T` is 1 ulp off at some steps)."""
+
+    def schedule(count):
+        steps = decay_steps.astype(jnp.float32)
+        count = jnp.minimum(count, steps)
+        cosine_decay = 0.5 * (1 + jnp.cos(count * (jnp.pi * (1 / steps))))
+        decayed = (1 - alpha) * cosine_decay**1.0 + alpha
+        return lr * decayed
+
+    return schedule
+
+
+def _traced_warmup(main: optax.Schedule, lr: Any, warmup: jax.Array) -> optax.Schedule:
+    """`_with_warmup` for a traced warm-up length W: optax.linear_schedule(0, lr, W) (its
+    polynomial schedule with power 1) joined to `main` at W by join_schedules' `where`. As in
+    `_cosine_decay`, optax's `count / W` is written `count * (1 / W)`, the form XLA compiles a
+    constant W to. A member whose W is 0 never selects the ramp, so it gets `main(count)` as
+    `_with_warmup` returns it; its ramp divides by 1, not 0."""
+
+    def schedule(count):
+        steps = jnp.maximum(warmup, 1)
+        frac = 1 - jnp.clip(count, 0, steps) * (1 / steps)
+        ramp = (0.0 - lr) * frac**1 + lr
+        return jnp.where(count < warmup, ramp, main(count - warmup))
+
+    return schedule
 
 
 def _with_warmup(main: optax.Schedule, lr: Any, warmup: int) -> optax.Schedule:

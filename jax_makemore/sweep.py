@@ -2,15 +2,16 @@
 [--sweep.max_parallel=N] [--workdir DIR] [--resume] [--overwrite] [--config.KEY=VALUE ...]`:
 train the cross product of the swept values, many models in one compiled program.
 
-Members whose programs agree -- the same static config values (every key that is not a float
-or the seed) and so the same array shapes -- form a group. A group trains as one program: the
-train step of `train.py` is `jax.vmap`ped over a leading member axis of the stacked params,
-batch_stats, opt_state, step and data_key, and `steps_per_call` steps are fused in one
-`lax.scan`. Values that differ inside a group enter that program as traced per-member arrays,
-not as constants, so one compilation serves every member: the optimizer keys of
-`TRACED_KEYS` (the optax chain rebuilt from per-member arrays) and a model's float
-hyper-parameters (the Flax module is built inside the vmapped function with a traced field,
-e.g. bn_momentum) when its code does not branch on them. Groups run one after another, each
+Members whose programs agree -- the same static config values (every key that is not traced:
+not the seed, an optimizer key of `TRACED_KEYS` or a model float that traces) and so the same
+array shapes -- form a group. A group trains as one program: the train step of `train.py` is
+`jax.vmap`ped over a leading member axis of the stacked params, batch_stats, opt_state, step
+and data_key, and `steps_per_call` steps are fused in one `lax.scan`. Values that differ inside
+a group enter that program as traced per-member arrays, not as constants, so one compilation
+serves every member: the optimizer and schedule keys of `TRACED_KEYS` (the optax chain rebuilt
+from per-member arrays, warm-up length included) and a model's float hyper-parameters (the
+Flax module is built inside the vmapped function with a traced field, e.g. bn_momentum or a
+dropout rate) when its code does not branch on them in Python. Groups run one after another, each
 in slices of at most `max_parallel` members; inside the program the members of a slice run in
 tiles of a few (cache-sized) and are split over the devices (one per core on CPU).
 
@@ -199,7 +200,10 @@ def traceable_model_key(
     seq_len: int,
 ) -> bool:  # fmt: skip
     """Whether the module of `model_config` trains and evaluates with its float field `key`
-    given as a traced value: False when its code branches on the value (a dropout rate)."""
+    given as a traced value, found by tracing one train step and one evaluation with it:
+    False when its code needs the value in Python (an `if` on it, a shape from it). A dropout
+    rate traces: `layers.Dropout` takes a traced rate (flax.linen.Dropout would not, as it
+    tests `rate == 0` in Python)."""
     T = model_config["block_size"] if spec.layout == "windows" else seq_len
     x_BxT = jax.ShapeDtypeStruct((2, T), jnp.int32)
     y = jax.ShapeDtypeStruct((2,) if spec.layout == "windows" else (2, T), jnp.int32)

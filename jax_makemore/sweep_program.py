@@ -34,6 +34,7 @@ from jax_makemore.errors import UserError
 from jax_makemore.loop import ChunkOut, MemberRun
 from jax_makemore.loss import masked_nll, pad_rows
 from jax_makemore.optim import (
+    INTEGER_KEYS,
     averaged_params,
     build_optimizer,
     learning_rate_schedule,
@@ -57,7 +58,7 @@ def member_hyperparameters(group: Any, configs: Sequence[ml_collections.ConfigDi
     return {
         key: jnp.asarray(
             [resolved_value(c, key) if "." not in key else _get(c, key) for c in configs],
-            jnp.int32 if key == "lr_decay_steps" else jnp.float32,
+            jnp.int32 if key in INTEGER_KEYS else jnp.float32,
         )
         for key in group.traced
     }
@@ -237,7 +238,7 @@ def bytes_per_member(group: Any) -> int:
         jax.ShapeDtypeStruct((1, *a.shape), a.dtype) for a in jax.tree.leaves(group.abstract_state)
     ]
     hp = {
-        k: jax.ShapeDtypeStruct((1,), jnp.int32 if k == "lr_decay_steps" else jnp.float32)
+        k: jax.ShapeDtypeStruct((1,), jnp.int32 if k in INTEGER_KEYS else jnp.float32)
         for k in group.traced
     }
     compiled = make_sweep_chunk(group, 1).lower(leaves, hp, X, Y).compile()

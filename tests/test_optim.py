@@ -3,9 +3,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jax_makemore.config import resolve
-from jax_makemore.optim import build_optimizer, l2_mean_as_weight_decay, learning_rate_schedule
+from jax_makemore.optim import (
+    INTEGER_KEYS,
+    SCHEDULE_KEYS,
+    build_optimizer,
+    l2_mean_as_weight_decay,
+    learning_rate_schedule,
+    resolved_value,
+)
 
 
 def test_l2_as_weight_decay_equals_explicit_l2_gradient_step():
@@ -50,3 +58,44 @@ def test_adamw_decays_matrices_only():
     updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     assert float(jnp.abs(updates["bias"]).max()) == 0.0  # zero grad, no decay
     assert float(updates["kernel"][0, 0]) < 0.0  # decayed toward zero
+
+
+@pytest.mark.parametrize(
+    "pairs, other_warmup",
+    [
+        ([("num_steps", "200")], 7),  # step decay at 100; warm-up 0 beside 7 in one program
+        ([("num_steps", "200"), ("warmup_steps", "30"), ("lr_decay_steps", "20")], 0),
+        ([("num_steps", "200"), ("warmup_steps", "30"), ("lr_decay_factor", "1.0")], 5),
+        ([("num_steps", "200"), ("lr_schedule", "cosine")], 13),
+        ([("num_steps", "963"), ("lr_schedule", "cosine"), ("lr_min_factor", "0.05")], 37),
+        ([("num_steps", "1000"), ("lr_schedule", "cosine"), ("warmup_steps", "500"),
+          ("optimizer", "adamw"), ("learning_rate", "7e-4"), ("lr_min_factor", "0.1")], 0),
+        ([("num_steps", "5"), ("lr_schedule", "cosine"), ("warmup_steps", "9")], 2),
+    ],
+)  # fmt: skip
+def test_traced_warmup_schedule_is_the_schedule_bit_for_bit(pairs, other_warmup):
+    """Two members differing in warm-up (and traced in every schedule key) get, at every
+    step, the learning rates of their own configs' schedules, as a train step computes them."""
+    configs = [
+        resolve("mlp", pairs)[0],
+        resolve("mlp", [*pairs, ("warmup_steps", str(other_warmup))])[0],
+    ]
+    hp_M = {
+        k: jnp.asarray(
+            [resolved_value(c, k) for c in configs],
+            jnp.int32 if k in INTEGER_KEYS else jnp.float32,
+        )
+        for k in SCHEDULE_KEYS
+    }
+    counts = jnp.arange(max(c.num_steps for c in configs) + 3)
+
+    def member(hp, counts):  # a sweep member: its own traced values, scalar steps
+        return jax.lax.map(learning_rate_schedule(configs[0], hp), counts)
+
+    traced_M = jax.jit(jax.vmap(member, in_axes=(0, None)))(hp_M, counts)
+    one = jax.jit(member)(jax.tree.map(lambda a: a[1], hp_M), counts)  # a tile of one member
+    for i, config in enumerate(configs):
+        schedule = learning_rate_schedule(config)
+        plain = jax.jit(lambda c, s=schedule: jax.lax.map(s, c))(counts)
+        np.testing.assert_array_equal(np.asarray(traced_M[i]), np.asarray(plain, np.float32))
+    np.testing.assert_array_equal(np.asarray(one), np.asarray(traced_M[1]))

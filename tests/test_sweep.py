@@ -136,7 +136,8 @@ def test_groups_split_on_shapes_and_trace_floats(data):
 
 
 class _Branchy(nn.Module):
-    """A module whose code branches on a float field (as a dropout rate does)."""
+    """A module whose code branches on a float field in Python (as flax's nn.Dropout does
+    on its rate)."""
 
     vocab_size: int
     block_size: int = 3
@@ -156,6 +157,21 @@ def test_a_float_the_module_branches_on_is_not_traced():
     model_config = ml_collections.ConfigDict({"block_size": 3, "rate": 0.5, "scale": 2.0})
     assert sweep.traceable_model_key(spec, model_config, "scale", 27, 0)
     assert not sweep.traceable_model_key(spec, model_config, "rate", 27, 0)
+
+
+#: A tiny transformer (packed rows, as its config trains) for the dropout and warm-up sweeps.
+TINY_GPT = dict(
+    n_layer=1, n_head=2, n_embd=8, batch_size=16, num_steps=20, steps_per_call=20,
+    eval_every=20, checkpoint_every=20,
+)  # fmt: skip
+DROPOUT_WARMUP = [("model.dropout", "0.0,0.2"), ("warmup_steps", "0,5")]
+
+
+def test_dropout_and_warmup_are_traced_in_one_group(data):
+    config, _ = tiny_config("transformer", data, **TINY_GPT)
+    groups = sweep.group_members(sweep.expand_members(config, DROPOUT_WARMUP))
+    assert [len(g.members) for g in groups] == [4]
+    assert groups[0].traced == ["model.dropout", "warmup_steps"]
 
 
 @pytest.mark.parametrize(
@@ -294,6 +310,24 @@ def test_traced_model_and_schedule_keys_match_single_runs(data, tmp_path):
         got = next(e for e in record["members"] if e["name"] == m.name)["loss"]
         for split, value in single["loss"].items():
             assert abs(got[split] - value) < 1e-5, (m.name, split)
+
+
+@pytest.mark.slow
+def test_dropout_and_warmup_members_equal_single_train_runs(data, tmp_path):
+    """Dropout 0 and 0.2, warm-up 0 and 5 steps: one program, each member's losses those of
+    `train` (dropout 0 there draws no mask; here it draws one that keeps everything)."""
+    config, name = tiny_config("transformer", data, **TINY_GPT)
+    members = sweep.expand_members(config, DROPOUT_WARMUP)
+    record = sweep.run_sweep(members, name, tmp_path / "s")
+    assert len(record["groups"]) == 1
+    assert record["groups"][0]["traced"] == ["model.dropout", "warmup_steps"]
+    worst = 0.0
+    for m in members:
+        single = train_and_evaluate(m.config, name, tmp_path / m.name)
+        got = next(e for e in record["members"] if e["name"] == m.name)["loss"]
+        worst = max(worst, *(abs(got[s] - v) for s, v in single["loss"].items()))
+    assert worst < 1e-5
+    print(f"max |member - single| split loss: {worst:.3g}")
 
 
 # ---------------------------------------------------------------------------------------------

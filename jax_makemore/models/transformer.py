@@ -24,7 +24,8 @@ variance 1/3, which lifts the first loss by about a sixth of a nat). `torch_dens
 
 Dropout (default 0, makemore has none; at 0 the model is makemore's) sits where nanoGPT puts
 it: on the summed embeddings, the attention weights, after each attention projection and
-after each MLP.
+after each MLP. It is `layers.Dropout` (flax.linen.Dropout's masks, and a rate that a sweep may
+trace).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import ml_collections
 from flax import linen as nn
 
 from jax_makemore.errors import UserError
-from jax_makemore.layers import EMBED_INIT, LAYERNORM_EPS, lm_head, torch_dense
+from jax_makemore.layers import EMBED_INIT, LAYERNORM_EPS, Dropout, lm_head, torch_dense
 from jax_makemore.models.base import (
     ModelSpec,
     causal_word_mask,
@@ -92,11 +93,11 @@ class CausalSelfAttention(nn.Module):
             visible_Bx1xTxT = (jnp.arange(k_BxTxAxD.shape[1]) <= index)[None, None, None]
         att_BxAxTxT = jnp.where(visible_Bx1xTxT, att_BxAxTxT, -jnp.inf)
         att_BxAxTxT = jax.nn.softmax(att_BxAxTxT, axis=-1)
-        att_BxAxTxT = nn.Dropout(self.dropout)(att_BxAxTxT, deterministic=not train)
+        att_BxAxTxT = Dropout(self.dropout)(att_BxAxTxT, deterministic=not train)
         y_BxTxAxD = jnp.einsum("bhqk,bkhd->bqhd", att_BxAxTxT, v_BxTxAxD)  # T queries
         y_BxTxC = y_BxTxAxD.reshape(B, T, C)
         y_BxTxC = torch_dense(C, C, name="c_proj")(y_BxTxC)
-        return nn.Dropout(self.dropout)(y_BxTxC, deterministic=not train)
+        return Dropout(self.dropout)(y_BxTxC, deterministic=not train)
 
 
 class Block(nn.Module):
@@ -125,7 +126,7 @@ class Block(nn.Module):
         # makemore's NewGELU is the tanh approximation
         h_BxTx4C = jax.nn.gelu(h_BxTx4C, approximate=True)
         h_BxTxC = torch_dense(C, 4 * C, name="c_proj")(h_BxTx4C)
-        return x_BxTxC + nn.Dropout(self.dropout)(h_BxTxC, deterministic=not train)
+        return x_BxTxC + Dropout(self.dropout)(h_BxTxC, deterministic=not train)
 
 
 class Transformer(nn.Module):
@@ -167,7 +168,7 @@ class Transformer(nn.Module):
         pos_BxTxC = nn.Embed(self.seq_len, self.n_embd, embedding_init=EMBED_INIT, name="wpe")(
             position_BxT
         )
-        x_BxTxC = nn.Dropout(self.dropout)(tok_BxTxC + pos_BxTxC, deterministic=not train)
+        x_BxTxC = Dropout(self.dropout)(tok_BxTxC + pos_BxTxC, deterministic=not train)
         for i in range(self.n_layer):
             x_BxTxC = Block(self.n_head, self.dropout, name=f"block_{i}")(
                 x_BxTxC, train, segment_BxT, decode=decode, index=index
