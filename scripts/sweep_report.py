@@ -2,10 +2,14 @@
 that copy a training word: the table of the README's "hidden layer size" experiment.
 
     python scripts/sweep_report.py runs/sweep_hidden --key model.n_hidden [--num 1000]
+    python scripts/sweep_report.py runs/sweep_x --curves
 
-For each value of `--key` (mean ± std over the other swept keys, e.g. seeds): train and val
-loss, the train-val gap, and the share of `--num` sampled words (seed 0, temperature 1) that are
-words of the training split, and that are new.
+For each value of `--key` (mean ± std over the other swept keys, e.g. seeds; without `--key`,
+one row over every member): train and val loss, the train-val gap, and the share of `--num`
+sampled words (seed 0, temperature 1) that are words of the training split, and that are new.
+Members that kept a moving average of their params (config key `ema_decay`) report the
+averaged params' losses too, and sample from them. `--curves` prints every member's val loss
+at each evaluation instead (raw / averaged), from its metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import jax
 
 from jax_makemore.models import input_length
+from jax_makemore.logs import read_jsonl
 from jax_makemore.restore import load_trained
 from jax_makemore.sample import default_max_len, generate, label_words
 
@@ -34,13 +39,31 @@ def member_row(member_dir: Path, num: int) -> dict[str, float]:
         max_len=default_max_len(loaded.seq_len - 1),
     )  # fmt: skip
     labels = label_words(words, loaded.train_words or set(), loaded.heldout_words or set())
-    return {
+    row = {
         "train": results["loss"]["train"],
         "val": results["loss"]["val"],
+        "test": results["loss"]["test"],
         "gap": results["loss"]["val"] - results["loss"]["train"],
         "copies": labels.count("in train") / num,
         "new": labels.count("new") / num,
     }
+    if results.get("loss_ema"):
+        row.update({f"{s}_ema": results["loss_ema"][s] for s in ("train", "val", "test")})
+    return row
+
+
+def print_curves(root: Path, record: dict) -> None:
+    """Each member's val at every evaluation: raw, and averaged when the member kept an average."""
+    print("| member | step | val | val (averaged params) |")
+    print("|---|---:|---:|---:|")
+    for member in record["members"]:
+        for line in read_jsonl(root / member["workdir"] / "metrics.jsonl"):
+            if "split_loss" in line:
+                ema = (line.get("split_loss_ema") or {}).get("val")
+                ema_text = "—" if ema is None else f"{ema:.4f}"
+                print(
+                    f"| {member['name']} | {line['step']} | {line['split_loss']['val']:.4f} | {ema_text} |"
+                )
 
 
 def mean_std(values: list[float], digits: int = 4) -> str:
@@ -51,28 +74,37 @@ def mean_std(values: list[float], digits: int = 4) -> str:
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
-    parser.add_argument("--key", required=True, help="the swept key to group by")
+    parser.add_argument("--key", default=None, help="the swept key to group by (default: none)")
     parser.add_argument("--num", type=int, default=1000, help="words sampled per member")
+    parser.add_argument("--curves", action="store_true", help="val at every evaluation instead")
     args = parser.parse_args(argv)
     root = Path(args.sweep_dir)
     record = json.loads((root / "sweep.json").read_text())
+    if args.curves:
+        print_curves(root, record)
+        return 0
     rows: dict[object, list[dict[str, float]]] = defaultdict(list)
     for member in record["members"]:
         if member.get("status") != "done":
             continue
-        value = member["overrides"][args.key]
+        value = member["overrides"][args.key] if args.key else "all"
         rows[value].append(member_row(root / member["workdir"], args.num))
-    print(f"| {args.key} | members | train | val | val − train | sampled words in train | new |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
-    for value in sorted(rows):
+    averaged = all("val_ema" in m for r in rows.values() for m in r)
+    extra = " val (averaged) | test (averaged) |" if averaged else ""
+    print(
+        f"| {args.key or 'members'} | n | train | val | test | val − train |{extra} sampled words in train | new |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|" + "---:|" * (4 if averaged else 2))
+    for value in sorted(rows, key=str):
         r = rows[value]
 
         def col(name: str, digits: int = 4, r=r) -> str:
             return mean_std([m[name] for m in r], digits)
 
+        ema = f" {col('val_ema')} | {col('test_ema')} |" if averaged else ""
         print(
-            f"| {value} | {len(r)} | {col('train')} | {col('val')} | {col('gap')} | "
-            f"{col('copies', 3)} | {col('new', 3)} |"
+            f"| {value} | {len(r)} | {col('train')} | {col('val')} | {col('test')} | {col('gap')} |"
+            f"{ema} {col('copies', 3)} | {col('new', 3)} |"
         )
     return 0
 
