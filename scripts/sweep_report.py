@@ -24,8 +24,8 @@ from pathlib import Path
 
 import jax
 
-from jax_makemore.models import input_length
 from jax_makemore.logs import read_jsonl
+from jax_makemore.models import input_length
 from jax_makemore.restore import load_trained
 from jax_makemore.sample import default_max_len, generate, label_words
 
