@@ -1,7 +1,8 @@
 """`python -m jax_makemore.sample --workdir DIR`: seeded, batched sampling from a trained model.
 
 Words go to stdout one per line; a summary (new / in train / in val/test, mean length) goes to
-stderr. Generation is one compiled `lax.while_loop` per batch shape, for both data layouts:
+stderr. Generation is one compiled program per batch shape, `lax.while_loop`s over the steps in
+phases of shrinking batch (`phase_sizes`), for both data layouts:
 
 * windows: the model reads a `block_size` context that slides one character per step;
 * sequences: the model reads a padded word buffer that starts with the boundary token at
@@ -9,10 +10,16 @@ stderr. Generation is one compiled `lax.while_loop` per batch shape, for both da
   character; past the model's `seq_len` the buffer's window slides (as makemore.py crops).
 
 A sequences model whose spec `decodes` (see `models/base.py`) is not re-run over the whole
-buffer for each character: its cache, initialised for the batch's rows and L positions, takes
-in the boundary token and the prefix one position at a time, and then each step feeds one
-character and draws the next from that position's logits. When the phases shrink, the cache
-rows go with their words.
+buffer for each character: its cache, initialised for the batch's rows, takes in the boundary
+token and the prefix one position at a time, and then each step feeds one character and draws
+the next from that position's logits. When the phases shrink, the cache rows go with their
+words. A cache whose size grows with the positions it holds (the Transformer's) starts the
+first phase, most of the work, on a quarter of L and grows as the steps need
+(`cache_lengths`); later phases hold L positions.
+
+In a batch of fewer than 2,048 words each word draws with its own row of every step's noise,
+whichever phase its row is in, so the phases change no word: such a batch draws the words that
+one phase over the whole batch would (and did, before it had more phases).
 
 Past the trained length L, one rule for every model: positions up to L are decoded from the
 cache; a step whose last filled position is L or beyond crops the buffer to its last L
@@ -53,10 +60,16 @@ MAX_SAMPLE_BATCH = 10_000
 
 
 #: Generation runs in phases of shrinking batch size: once at most 1/_SHRINK of a phase's rows
-#: are still generating, they move to a batch 1/_SHRINK the size, so the long tail of a few long
-#: words does not pay for the whole batch (names are ~7 characters, max_len is ~25).
+#: are still generating, they move to a batch 1/_SHRINK the size, down to _MIN_PHASE_BATCH rows,
+#: so that the few long words (names are ~7 characters, max_len ~25) do not keep a large batch
+#: running, above all past L, where every step recomputes L positions of every row.
 _SHRINK = 4
-_MIN_PHASE_BATCH = 512
+_MIN_PHASE_BATCH = 16
+#: Below this batch size each word draws with its own row of the whole batch's noise, so the
+#: phases change no word (a batch this small had one phase before); a larger batch's phases
+#: draw noise for their own rows, since B x V noise per step would cost more than a small
+#: phase's step.
+_WORD_NOISE_MAX_BATCH = 2_048
 #: Up to this vocabulary size, top-k ranks logits by counting (B*V*V compares, vectorised);
 #: above it, by a sort. On a CPU the count is ~50x faster than a sort for 27 characters.
 _RANK_BY_COUNT_MAX_VOCAB = 64
@@ -100,15 +113,28 @@ class _Carry(NamedTuple):
 
 
 def draw(
-    key: jax.Array, t: jax.Array, logits_RxV: jax.Array, temperature: jax.Array, top_k: jax.Array
+    key: jax.Array,
+    t: jax.Array,
+    logits_RxV: jax.Array,
+    temperature: jax.Array,
+    top_k: jax.Array,
+    rows_R: jax.Array | None = None,
+    B: int | None = None,
 ) -> jax.Array:
     """Step t's characters: `categorical(fold_in(key, t), logits / temperature)`, truncated to
-    the top k when 0 < top_k < V."""
+    the top k when 0 < top_k < V, for the R rows of the logits; or, given `rows_R` (which of
+    the batch's B words the rows are), with the noise drawn for all B words, each row taking
+    its word's, so that a word draws the same characters whichever phase its row is in."""
     logits_RxV = logits_RxV / temperature
     V = logits_RxV.shape[-1]
     truncate = (top_k > 0) & (top_k < V)  # lax.cond: no ranking work when top-k is off
     logits_RxV = jax.lax.cond(truncate, top_k_logits, lambda logits, _: logits, logits_RxV, top_k)
-    return jax.random.categorical(jax.random.fold_in(key, t), logits_RxV).astype(jnp.int32)
+    step_key = jax.random.fold_in(key, t)
+    if rows_R is None:  # exactly jax.random.categorical, whose noise this is
+        noise_RxV = jax.random.gumbel(step_key, logits_RxV.shape, logits_RxV.dtype)
+    else:
+        noise_RxV = jax.random.gumbel(step_key, (B, V), logits_RxV.dtype)[rows_R]
+    return jnp.argmax(noise_RxV + logits_RxV, axis=-1).astype(jnp.int32)
 
 
 def keep_rows(carry: _Carry, R: int) -> _Carry:
@@ -152,8 +178,8 @@ def _step_logits(model: nn.Module, layout: str, input_len: int, start: int):
 
 
 def prefilled_cache(model: nn.Module, variables: Any, state_BxS: jax.Array, L: int, start: int):
-    """The cache of the B rows after positions 0 .. start - 2 (the boundary token and all but
-    the prefix's last character; the first step feeds that one)."""
+    """The cache of the B rows, for L positions, after positions 0 .. start - 2 (the boundary
+    token and all but the prefix's last character; the first step feeds that one)."""
     cache = init_cache(model, variables, state_BxS.shape[0], L)
 
     def feed(p, cache):
@@ -161,6 +187,48 @@ def prefilled_cache(model: nn.Module, variables: Any, state_BxS: jax.Array, L: i
         return decode_step(model, variables, cache, idx_Bx1)[1]
 
     return jax.lax.fori_loop(0, start - 1, feed, cache)
+
+
+def cache_shapes(model: nn.Module, variables: Any, rows: int, length: int) -> Any:
+    """The shapes and dtypes of the cache of `rows` rows for `length` positions."""
+    return jax.eval_shape(lambda v: init_cache(model, v, rows, length), variables)
+
+
+def cache_lengths(
+    model: nn.Module, variables: Any, input_len: int, start: int, decode_until: int
+) -> tuple[int, ...]:
+    """The positions the cache holds in each stage of the first phase, the last of them the
+    full cache that later phases keep.
+
+    The cached steps feed positions up to start - 2 + decode_until, so the full cache holds
+    start - 1 + decode_until (L at most). Where a cache's size grows with its length (the
+    Transformer's keys and values, which every step reads, and copies, in full; not a
+    recurrent state), the first phase starts on a quarter of L and doubles it as its steps
+    reach the end: that phase ends once all but 1/_SHRINK of the words are done, which for
+    names is around L / 2, and it is most of the work."""
+    full = start - 1 + decode_until
+    if not decode_until or cache_shapes(model, variables, 1, 1) == cache_shapes(
+        model, variables, 1, full
+    ):
+        return (full,)  # the cache is no smaller for fewer positions
+    short = [n for n in (input_len // 4, input_len // 2) if start <= n < full]
+    return (*short, full)  # a short stage has at least one step: n >= start
+
+
+def grown(carry: _Carry, length: int, *, model: nn.Module, variables: Any) -> _Carry:
+    """The carry with its cache room for `length` positions: zeros appended on every axis that
+    grows with the length. A slot not yet written is zero (`init_cache`), so the grown cache
+    is the one a cache of `length` positions would be after the same steps."""
+    if carry.cache is None:
+        return carry
+    shapes = cache_shapes(model, variables, carry.rows_R.shape[0], length)
+
+    def pad(a: jax.Array, s: jax.ShapeDtypeStruct) -> jax.Array:
+        if a.shape == s.shape:
+            return a
+        return jnp.pad(a, [(0, n - m) for m, n in zip(a.shape, s.shape, strict=True)])
+
+    return carry._replace(cache=jax.tree.map(pad, carry.cache, shapes))
 
 
 def advance(layout: str, start: int, t: jax.Array, state_RxS: jax.Array, next_R: jax.Array):
@@ -202,6 +270,54 @@ def run_steps(
     return jax.lax.while_loop(cond, body, carry)
 
 
+def run_phases(
+    carry: _Carry,
+    steps: Callable[[_Carry, int, bool, int], _Carry],
+    grow: Callable[[_Carry, int], _Carry],
+    sizes: Sequence[int],
+    lengths: tuple[int, ...],
+    *,
+    decode_until: int,
+    max_len: int,
+    start: int,
+) -> _Carry:
+    """Every phase of the batch: `sizes` rows each (then 0), phase i's steps from the cache
+    while they can (`decode_until`) and then recomputing, its rows still generating moved to
+    phase i + 1 (`keep_rows`), cache rows included.
+
+    `steps(carry, i, from_cache, until)` runs phase i's steps up to `until`; `grow(carry, n)`
+    gives the cache room for n positions. The first phase goes through the cache `lengths`
+    (`cache_lengths`): on each short cache while its steps last and more than sizes[1] rows
+    are generating; then on to the next length if they still are, else to the next phase,
+    whose cache (that of every later phase) has the last, full length."""
+
+    def phase(carry: _Carry, i: int) -> _Carry:
+        if decode_until:
+            carry = steps(carry, i, True, decode_until)
+        return steps(carry, i, False, max_len)
+
+    def moved(carry: _Carry, i: int) -> _Carry:  # the rows of phase i + 1, the full cache
+        carry = keep_rows(carry, sizes[i + 1]) if sizes[i + 1] else carry
+        return grow(carry, lengths[-1])
+
+    def first_phase(carry: _Carry, stages: tuple[int, ...]) -> _Carry:
+        carry = grow(carry, stages[0])
+        if len(stages) == 1:  # the full cache
+            return moved(phase(carry, 0), 0)
+        carry = steps(carry, 0, True, cached_steps(stages[0], start, True))
+        return jax.lax.cond(
+            jnp.sum(~carry.done_R) > sizes[1],
+            lambda c: first_phase(c, stages[1:]),
+            lambda c: moved(c, 0),
+            carry,
+        )
+
+    carry = first_phase(carry, lengths)
+    for i in range(1, len(sizes) - 1):
+        carry = moved(phase(carry, i), i)
+    return carry
+
+
 @functools.lru_cache(maxsize=16)
 def make_sampler(
     model: nn.Module,
@@ -222,8 +338,9 @@ def make_sampler(
     and top_k are traced, so one compilation serves every value; top_k <= 0 or >= vocab size
     means no truncation. Step t draws with `fold_in(key, t)` (`draw`) for the rows still
     generating; which rows those are depends only on earlier steps, so every word is an exact
-    sample from the model, and the same key gives the same words. Cached: the same model and
-    shape reuse one compiled sampler.
+    sample from the model, and the same key gives the same words (below 2,048 words, each
+    word with its own row of the batch's noise, so the phases change no word). Cached: the
+    same model and shape reuse one compiled sampler.
     """
     recompute, cached = _step_logits(model, layout, input_len, start)
     decode_until = min(cached_steps(input_len, start, decode), max_len)
@@ -231,29 +348,32 @@ def make_sampler(
 
     @jax.jit
     def sample_tokens(variables, key, state_BxS, temperature, top_k):
-        def drawing(logits_of):
-            def step(carry: _Carry) -> tuple[jax.Array, Any]:
-                logits_RxV, cache = logits_of(variables, carry)
-                return draw(key, carry.t, logits_RxV, temperature, top_k), cache
-
-            return step
-
         B = state_BxS.shape[0]
+        sizes = [*phase_sizes(B), 0]  # 0: no phase after the last
+        lengths = cache_lengths(model, variables, input_len, start, decode_until)
+        lengths = lengths if len(sizes) > 2 else lengths[-1:]  # one phase: not worth compiling
+
+        def steps(carry: _Carry, i: int, from_cache: bool, until: int) -> _Carry:
+            def step(c: _Carry) -> tuple[jax.Array, Any]:
+                logits_RxV, cache = (cached if from_cache else recompute)(variables, c)
+                word_noise = 0 < i and B < _WORD_NOISE_MAX_BATCH  # phase 0: rows = words
+                rows_R = c.rows_R if word_noise else None
+                return draw(key, c.t, logits_RxV, temperature, top_k, rows_R, B), cache
+
+            return run(carry, until, step, leave_at=sizes[i + 1], first_phase=i == 0)
+
         cache = (
-            prefilled_cache(model, variables, state_BxS, input_len, start) if decode_until else None
+            prefilled_cache(model, variables, state_BxS, lengths[0], start)
+            if decode_until
+            else None
         )
         tokens_GxB = jnp.full((max_len, B), boundary_id, jnp.int32)
         carry = _Carry(
             jnp.int32(0), state_BxS, cache, jnp.arange(B), jnp.zeros(B, bool), tokens_GxB
         )
-        sizes = phase_sizes(B)
-        for i, R in enumerate(sizes):
-            if i > 0:
-                carry = keep_rows(carry, R)
-            phase = dict(leave_at=sizes[i + 1] if i + 1 < len(sizes) else 0, first_phase=i == 0)
-            if decode_until:
-                carry = run(carry, decode_until, drawing(cached), **phase)
-            carry = run(carry, max_len, drawing(recompute), **phase)
+        grow = functools.partial(grown, model=model, variables=variables)
+        phases = dict(decode_until=decode_until, max_len=max_len, start=start)
+        carry = run_phases(carry, steps, grow, sizes, lengths, **phases)
         return carry.tokens_GxB.T
 
     return sample_tokens

@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jax_makemore import sample
 from jax_makemore.data import Vocab
 from jax_makemore.models import model_config, registry
 from jax_makemore.models.base import decode_step, init_cache
 from jax_makemore.models.rnn import GRU
-from jax_makemore.sample import generate, spec_decodes
+from jax_makemore.sample import cache_lengths, draw, generate, phase_sizes, spec_decodes
 
 VOCAB = Vocab.from_words(["abcdefghij"])  # 10 letters and the boundary token
 V, L, R = VOCAB.size, 9, 3
@@ -106,13 +107,80 @@ def _both(name, num, **kw):
 
 @pytest.mark.parametrize("name", DECODING)
 def test_cached_and_recomputed_samples_are_the_same_words_within_and_past_L(name):
-    """2,100 words: two phases, so the cache rows are gathered with their words; some words
-    run past L - 1 characters, where both samplers crop and recompute. Sampled and greedy."""
+    """2,100 words: four phases (each drawing noise for its own rows, above 2,048 words), so
+    the cache rows are gathered with their words; some words run past L - 1 characters, where
+    both samplers crop and recompute. Sampled and greedy."""
     cached, recomputed = _both(name, 2100, prefix="a", temperature=0.8)
     assert cached == recomputed
     assert sum(len(w) >= L for w in cached) >= 20  # past L: buffer positions beyond L - 1
     cached, recomputed = _both(name, 2100, prefix="a", top_k=1)
     assert cached == recomputed and len(set(cached)) == 1
+
+
+def test_phases_shrink_by_a_quarter_down_to_16_rows():
+    assert phase_sizes(10_000) == [10_000, 2_500, 625, 157, 40]
+    assert phase_sizes(2_000) == [2_000, 500, 125, 32]
+    assert phase_sizes(63) == [63] and phase_sizes(1) == [1]
+
+
+def test_a_row_draws_its_words_noise_whichever_phase_it_is_in():
+    """One phase over the whole batch draws exactly `jax.random.categorical`; a later phase's
+    rows draw what those words would have drawn in it."""
+    key, t, B = jax.random.PRNGKey(6), jnp.int32(3), 50
+    logits_BxV = 3 * jax.random.normal(jax.random.PRNGKey(7), (B, V))
+    one, no_top_k = jnp.float32(1), jnp.int32(0)
+    whole_B = draw(key, t, logits_BxV, one, no_top_k)
+    assert (whole_B == jax.random.categorical(jax.random.fold_in(key, t), logits_BxV)).all()
+    rows_R = jnp.array([41, 3, 17, 0])
+    kept_R = draw(key, t, logits_BxV[rows_R], one, no_top_k, rows_R, B)
+    assert (kept_R == whole_B[rows_R]).all()
+
+
+#: words through the phases, many of them past L
+_KW = dict(layout="sequences", input_len=L, max_len=L + 4, prefix="a", temperature=0.8)
+
+
+@pytest.fixture
+def fresh_samplers():
+    """Samplers compiled afresh in the test, and again after it (the phases are read when a
+    sampler is traced)."""
+    sample.make_sampler.cache_clear()
+    yield
+    sample.make_sampler.cache_clear()
+
+
+def short_words(variables, boundary_logit: float):
+    """The tiny Transformer's variables with the boundary token's logit raised by
+    `boundary_logit` at every position (ln_f's feature 0 made the constant 1, and its lm_head
+    row raising that logit only): most words end within a few steps."""
+    p = variables["params"]
+    ln_f = {"scale": p["ln_f"]["scale"].at[0].set(0.0), "bias": p["ln_f"]["bias"].at[0].set(1.0)}
+    kernel_CxV = p["lm_head"]["kernel"].at[0].set(0.0).at[0, VOCAB.boundary_id].set(boundary_logit)
+    return {**variables, "params": {**p, "ln_f": ln_f, "lm_head": {"kernel": kernel_CxV}}}
+
+
+@pytest.mark.parametrize(
+    "name, short", [("transformer", False), ("transformer", True), ("gru", False)]
+)
+def test_the_phases_and_the_growing_cache_change_no_word(name, short, fresh_samplers, monkeypatch):
+    """2,000 words through four phases draw exactly the words of one phase over the whole
+    batch on the full cache (as every batch below 2,048 did before it had more phases), cached
+    and recomputed; some run past L. The Transformer's first phase starts on a cache of 2
+    positions, then 4, and either runs on to the full cache (long words) or leaves from the
+    cache of 4 for the next phase (short words); the GRU's state has one size."""
+    model, variables = tiny(name)
+    variables = short_words(variables, 1.5) if short else variables
+    stages = cache_lengths(model, variables, L, 2, L - 1)
+    assert stages == ((2, 4, L) if name == "transformer" else (L,))
+    key = jax.random.PRNGKey(4)
+    phased = generate(model, variables, VOCAB, key, 2000, **_KW)
+    assert sum(len(w) >= L for w in phased) >= 20
+    after = [sum(len(w) - 1 >= k for w in phased) for k in (1, 3)]  # generating after k steps
+    assert after[0] > 500 and (after[1] <= 500) == short  # 500: the second phase's rows
+    sample.make_sampler.cache_clear()
+    monkeypatch.setattr(sample, "_MIN_PHASE_BATCH", 10**9)
+    for recompute in (False, True):
+        assert generate(model, variables, VOCAB, key, 2000, recompute=recompute, **_KW) == phased
 
 
 @pytest.mark.parametrize("name", DECODING)
