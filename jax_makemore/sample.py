@@ -17,10 +17,6 @@ words. A cache whose size grows with the positions it holds (the Transformer's) 
 first phase, most of the work, on a quarter of L and grows as the steps need
 (`cache_lengths`); later phases hold L positions.
 
-In a batch of fewer than 2,048 words each word draws with its own row of every step's noise,
-whichever phase its row is in, so the phases change no word: such a batch draws the words that
-one phase over the whole batch would (and did, before it had more phases).
-
 Past the trained length L, one rule for every model: positions up to L are decoded from the
 cache; a step whose last filled position is L or beyond crops the buffer to its last L
 positions and recomputes, as the window always did (a prefix longer than L is recomputed from
@@ -62,14 +58,13 @@ MAX_SAMPLE_BATCH = 10_000
 #: Generation runs in phases of shrinking batch size: once at most 1/_SHRINK of a phase's rows
 #: are still generating, they move to a batch 1/_SHRINK the size, down to _MIN_PHASE_BATCH rows,
 #: so that the few long words (names are ~7 characters, max_len ~25) do not keep a large batch
-#: running, above all past L, where every step recomputes L positions of every row.
+#: running, above all past L, where every step recomputes L positions of every row. A batch
+#: shrinks at all only if its second phase would have _FIRST_SHRINK_MIN rows: a smaller batch
+#: is one call of `generate`, whose compilation more phases would lengthen by more than they
+#: save, and it draws the words it always drew.
 _SHRINK = 4
 _MIN_PHASE_BATCH = 16
-#: Below this batch size each word draws with its own row of the whole batch's noise, so the
-#: phases change no word (a batch this small had one phase before); a larger batch's phases
-#: draw noise for their own rows, since B x V noise per step would cost more than a small
-#: phase's step.
-_WORD_NOISE_MAX_BATCH = 2_048
+_FIRST_SHRINK_MIN = 512
 #: Up to this vocabulary size, top-k ranks logits by counting (B*V*V compares, vectorised);
 #: above it, by a sort. On a CPU the count is ~50x faster than a sort for 27 characters.
 _RANK_BY_COUNT_MAX_VOCAB = 64
@@ -78,7 +73,7 @@ _RANK_BY_COUNT_MAX_VOCAB = 64
 def phase_sizes(batch: int) -> list[int]:
     """Batch sizes of the generation phases for a batch of `batch` words, largest first."""
     sizes = [batch]
-    while sizes[-1] // _SHRINK >= _MIN_PHASE_BATCH:
+    while batch // _SHRINK >= _FIRST_SHRINK_MIN and sizes[-1] // _SHRINK >= _MIN_PHASE_BATCH:
         sizes.append(-(-sizes[-1] // _SHRINK))
     return sizes
 
@@ -113,28 +108,15 @@ class _Carry(NamedTuple):
 
 
 def draw(
-    key: jax.Array,
-    t: jax.Array,
-    logits_RxV: jax.Array,
-    temperature: jax.Array,
-    top_k: jax.Array,
-    rows_R: jax.Array | None = None,
-    B: int | None = None,
+    key: jax.Array, t: jax.Array, logits_RxV: jax.Array, temperature: jax.Array, top_k: jax.Array
 ) -> jax.Array:
     """Step t's characters: `categorical(fold_in(key, t), logits / temperature)`, truncated to
-    the top k when 0 < top_k < V, for the R rows of the logits; or, given `rows_R` (which of
-    the batch's B words the rows are), with the noise drawn for all B words, each row taking
-    its word's, so that a word draws the same characters whichever phase its row is in."""
+    the top k when 0 < top_k < V."""
     logits_RxV = logits_RxV / temperature
     V = logits_RxV.shape[-1]
     truncate = (top_k > 0) & (top_k < V)  # lax.cond: no ranking work when top-k is off
     logits_RxV = jax.lax.cond(truncate, top_k_logits, lambda logits, _: logits, logits_RxV, top_k)
-    step_key = jax.random.fold_in(key, t)
-    if rows_R is None:  # exactly jax.random.categorical, whose noise this is
-        noise_RxV = jax.random.gumbel(step_key, logits_RxV.shape, logits_RxV.dtype)
-    else:
-        noise_RxV = jax.random.gumbel(step_key, (B, V), logits_RxV.dtype)[rows_R]
-    return jnp.argmax(noise_RxV + logits_RxV, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(jax.random.fold_in(key, t), logits_RxV).astype(jnp.int32)
 
 
 def keep_rows(carry: _Carry, R: int) -> _Carry:
@@ -338,9 +320,8 @@ def make_sampler(
     and top_k are traced, so one compilation serves every value; top_k <= 0 or >= vocab size
     means no truncation. Step t draws with `fold_in(key, t)` (`draw`) for the rows still
     generating; which rows those are depends only on earlier steps, so every word is an exact
-    sample from the model, and the same key gives the same words (below 2,048 words, each
-    word with its own row of the batch's noise, so the phases change no word). Cached: the
-    same model and shape reuse one compiled sampler.
+    sample from the model, and the same key gives the same words. Cached: the same model and
+    shape reuse one compiled sampler.
     """
     recompute, cached = _step_logits(model, layout, input_len, start)
     decode_until = min(cached_steps(input_len, start, decode), max_len)
@@ -351,14 +332,12 @@ def make_sampler(
         B = state_BxS.shape[0]
         sizes = [*phase_sizes(B), 0]  # 0: no phase after the last
         lengths = cache_lengths(model, variables, input_len, start, decode_until)
-        lengths = lengths if len(sizes) > 2 else lengths[-1:]  # one phase: not worth compiling
+        lengths = lengths if len(sizes) > 2 else lengths[-1:]  # a small batch: no stages
 
         def steps(carry: _Carry, i: int, from_cache: bool, until: int) -> _Carry:
             def step(c: _Carry) -> tuple[jax.Array, Any]:
                 logits_RxV, cache = (cached if from_cache else recompute)(variables, c)
-                word_noise = 0 < i and B < _WORD_NOISE_MAX_BATCH  # phase 0: rows = words
-                rows_R = c.rows_R if word_noise else None
-                return draw(key, c.t, logits_RxV, temperature, top_k, rows_R, B), cache
+                return draw(key, c.t, logits_RxV, temperature, top_k), cache
 
             return run(carry, until, step, leave_at=sizes[i + 1], first_phase=i == 0)
 

@@ -20,7 +20,7 @@ from jax_makemore.data import Vocab
 from jax_makemore.models import model_config, registry
 from jax_makemore.models.base import decode_step, init_cache
 from jax_makemore.models.rnn import GRU
-from jax_makemore.sample import cache_lengths, draw, generate, phase_sizes, spec_decodes
+from jax_makemore.sample import cache_lengths, generate, phase_sizes, spec_decodes
 
 VOCAB = Vocab.from_words(["abcdefghij"])  # 10 letters and the boundary token
 V, L, R = VOCAB.size, 9, 3
@@ -107,9 +107,8 @@ def _both(name, num, **kw):
 
 @pytest.mark.parametrize("name", DECODING)
 def test_cached_and_recomputed_samples_are_the_same_words_within_and_past_L(name):
-    """2,100 words: four phases (each drawing noise for its own rows, above 2,048 words), so
-    the cache rows are gathered with their words; some words run past L - 1 characters, where
-    both samplers crop and recompute. Sampled and greedy."""
+    """2,100 words: four phases, so the cache rows are gathered with their words; some words
+    run past L - 1 characters, where both samplers crop and recompute. Sampled and greedy."""
     cached, recomputed = _both(name, 2100, prefix="a", temperature=0.8)
     assert cached == recomputed
     assert sum(len(w) >= L for w in cached) >= 20  # past L: buffer positions beyond L - 1
@@ -117,36 +116,14 @@ def test_cached_and_recomputed_samples_are_the_same_words_within_and_past_L(name
     assert cached == recomputed and len(set(cached)) == 1
 
 
-def test_phases_shrink_by_a_quarter_down_to_16_rows():
+def test_phases_shrink_by_a_quarter_down_to_16_rows_from_2048_words():
     assert phase_sizes(10_000) == [10_000, 2_500, 625, 157, 40]
-    assert phase_sizes(2_000) == [2_000, 500, 125, 32]
-    assert phase_sizes(63) == [63] and phase_sizes(1) == [1]
+    assert phase_sizes(2_100) == [2_100, 525, 132, 33]
+    assert phase_sizes(2_047) == [2_047] and phase_sizes(1) == [1]  # one call: one phase
 
 
-def test_a_row_draws_its_words_noise_whichever_phase_it_is_in():
-    """One phase over the whole batch draws exactly `jax.random.categorical`; a later phase's
-    rows draw what those words would have drawn in it."""
-    key, t, B = jax.random.PRNGKey(6), jnp.int32(3), 50
-    logits_BxV = 3 * jax.random.normal(jax.random.PRNGKey(7), (B, V))
-    one, no_top_k = jnp.float32(1), jnp.int32(0)
-    whole_B = draw(key, t, logits_BxV, one, no_top_k)
-    assert (whole_B == jax.random.categorical(jax.random.fold_in(key, t), logits_BxV)).all()
-    rows_R = jnp.array([41, 3, 17, 0])
-    kept_R = draw(key, t, logits_BxV[rows_R], one, no_top_k, rows_R, B)
-    assert (kept_R == whole_B[rows_R]).all()
-
-
-#: words through the phases, many of them past L
+#: 2,100 words through the phases, many of them past L
 _KW = dict(layout="sequences", input_len=L, max_len=L + 4, prefix="a", temperature=0.8)
-
-
-@pytest.fixture
-def fresh_samplers():
-    """Samplers compiled afresh in the test, and again after it (the phases are read when a
-    sampler is traced)."""
-    sample.make_sampler.cache_clear()
-    yield
-    sample.make_sampler.cache_clear()
 
 
 def short_words(variables, boundary_logit: float):
@@ -159,28 +136,34 @@ def short_words(variables, boundary_logit: float):
     return {**variables, "params": {**p, "ln_f": ln_f, "lm_head": {"kernel": kernel_CxV}}}
 
 
-@pytest.mark.parametrize(
-    "name, short", [("transformer", False), ("transformer", True), ("gru", False)]
-)
-def test_the_phases_and_the_growing_cache_change_no_word(name, short, fresh_samplers, monkeypatch):
-    """2,000 words through four phases draw exactly the words of one phase over the whole
-    batch on the full cache (as every batch below 2,048 did before it had more phases), cached
-    and recomputed; some run past L. The Transformer's first phase starts on a cache of 2
-    positions, then 4, and either runs on to the full cache (long words) or leaves from the
-    cache of 4 for the next phase (short words); the GRU's state has one size."""
-    model, variables = tiny(name)
-    variables = short_words(variables, 1.5) if short else variables
-    stages = cache_lengths(model, variables, L, 2, L - 1)
-    assert stages == ((2, 4, L) if name == "transformer" else (L,))
-    key = jax.random.PRNGKey(4)
-    phased = generate(model, variables, VOCAB, key, 2000, **_KW)
-    assert sum(len(w) >= L for w in phased) >= 20
-    after = [sum(len(w) - 1 >= k for w in phased) for k in (1, 3)]  # generating after k steps
-    assert after[0] > 500 and (after[1] <= 500) == short  # 500: the second phase's rows
+@pytest.fixture
+def fresh_samplers():
+    """Samplers compiled afresh in the test, and again after it (what `cache_lengths` says is
+    read when a sampler is traced)."""
     sample.make_sampler.cache_clear()
-    monkeypatch.setattr(sample, "_MIN_PHASE_BATCH", 10**9)
-    for recompute in (False, True):
-        assert generate(model, variables, VOCAB, key, 2000, recompute=recompute, **_KW) == phased
+    yield
+    sample.make_sampler.cache_clear()
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_the_growing_cache_changes_no_word(short, fresh_samplers, monkeypatch):
+    """2,100 words of the Transformer through four phases, the first on a cache of 2, then 4
+    positions, from which it either runs on to the full cache (long words) or leaves for the
+    next phase (short words): the recomputing sampler's words, and those of a cache that holds
+    all L positions from the start; some run past L."""
+    model, variables = tiny("transformer")
+    variables = short_words(variables, 1.5) if short else variables
+    assert cache_lengths(model, variables, L, 2, L - 1) == (2, 4, L)
+    assert cache_lengths(*tiny("gru"), L, 2, L - 1) == (L,)  # a state of one size: no stages
+    key = jax.random.PRNGKey(4)
+    growing = generate(model, variables, VOCAB, key, 2100, **_KW)
+    assert sum(len(w) >= L for w in growing) >= 10
+    after = [sum(len(w) - 1 >= k for w in growing) for k in (1, 3)]  # generating after k steps
+    assert after[0] > 525 and (after[1] <= 525) == short  # 525: the second phase's rows
+    assert generate(model, variables, VOCAB, key, 2100, recompute=True, **_KW) == growing
+    sample.make_sampler.cache_clear()
+    monkeypatch.setattr(sample, "cache_lengths", lambda *a: (L,))
+    assert generate(model, variables, VOCAB, key, 2100, **_KW) == growing
 
 
 @pytest.mark.parametrize("name", DECODING)
