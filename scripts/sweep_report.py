@@ -3,9 +3,12 @@ that copy a training word: the table of the README's "hidden layer size" experim
 
     python scripts/sweep_report.py runs/sweep_hidden --key model.n_hidden [--num 1000]
     python scripts/sweep_report.py runs/sweep_x --curves
+    python scripts/sweep_report.py runs/seed0 runs/seed1 runs/seed2   # separate `train` runs
 
-For each value of `--key` (mean ± std over the other swept keys, e.g. seeds; without `--key`,
-one row over every member): train and val loss, the train-val gap, and the share of `--num`
+Each directory is a sweep (its finished members) or one run directory, as `evaluate
+--ensemble` reads them. For each value of `--key` (a dotted config key, read from each
+member's own config; mean ± std over the other members, e.g. seeds; without `--key`, one row
+over every member): train and val loss, the train-val gap, and the share of `--num`
 sampled words (seed 0, temperature 1) that are words of the training split, and that are new.
 Members that kept a moving average of their params (config key `ema_decay`) report the
 averaged params' losses too, and sample from them. `--curves` prints every member's val loss
@@ -24,13 +27,27 @@ from pathlib import Path
 
 import jax
 
+from jax_makemore.errors import UserError, run_cli
+from jax_makemore.evaluate import ensemble_dirs
 from jax_makemore.logs import read_jsonl
 from jax_makemore.models import input_length
 from jax_makemore.restore import load_trained
 from jax_makemore.sample import default_max_len, generate, label_words
 
 
-def member_row(member_dir: Path, num: int) -> dict[str, float]:
+def config_value(config, dotted_key: str) -> object:
+    """The value at `dotted_key` ("model.dropout") of a run's config; a missing key is an error
+    naming it."""
+    value = config
+    for part in dotted_key.split("."):
+        if part not in value:
+            raise UserError(f"--key: the runs' configs have no key '{dotted_key}'")
+        value = value[part]
+    return value
+
+
+def member_row(member_dir: Path, num: int, key: str | None = None) -> tuple[object, dict]:
+    """(the member's value at `key`, or "all"; its losses and sampled-word shares)."""
     loaded = load_trained(member_dir)
     results = json.loads((member_dir / "results.json").read_text())
     words = generate(
@@ -49,20 +66,20 @@ def member_row(member_dir: Path, num: int) -> dict[str, float]:
     }
     if results.get("loss_ema"):
         row.update({f"{s}_ema": results["loss_ema"][s] for s in ("train", "val", "test")})
-    return row
+    return (config_value(loaded.config, key) if key else "all"), row
 
 
-def print_curves(root: Path, record: dict) -> None:
+def print_curves(members: list[Path]) -> None:
     """Each member's val at every evaluation: raw, and averaged when the member kept an average."""
     print("| member | step | val | val (averaged params) |")
     print("|---|---:|---:|---:|")
-    for member in record["members"]:
-        for line in read_jsonl(root / member["workdir"] / "metrics.jsonl"):
+    for member in members:
+        for line in read_jsonl(member / "metrics.jsonl"):
             if "split_loss" in line:
                 ema = (line.get("split_loss_ema") or {}).get("val")
                 ema_text = "—" if ema is None else f"{ema:.4f}"
                 print(
-                    f"| {member['name']} | {line['step']} | {line['split_loss']['val']:.4f} | {ema_text} |"
+                    f"| {member.name} | {line['step']} | {line['split_loss']['val']:.4f} | {ema_text} |"
                 )
 
 
@@ -73,22 +90,19 @@ def mean_std(values: list[float], digits: int = 4) -> str:
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir")
+    parser.add_argument("dirs", nargs="+", help="sweep directories and/or run directories")
     parser.add_argument("--key", default=None, help="the swept key to group by (default: none)")
     parser.add_argument("--num", type=int, default=1000, help="words sampled per member")
     parser.add_argument("--curves", action="store_true", help="val at every evaluation instead")
     args = parser.parse_args(argv)
-    root = Path(args.sweep_dir)
-    record = json.loads((root / "sweep.json").read_text())
+    members = ensemble_dirs(args.dirs)
     if args.curves:
-        print_curves(root, record)
+        print_curves(members)
         return 0
     rows: dict[object, list[dict[str, float]]] = defaultdict(list)
-    for member in record["members"]:
-        if member.get("status") != "done":
-            continue
-        value = member["overrides"][args.key] if args.key else "all"
-        rows[value].append(member_row(root / member["workdir"], args.num))
+    for member in members:
+        value, row = member_row(member, args.num, args.key)
+        rows[value].append(row)
     averaged = all("val_ema" in m for r in rows.values() for m in r)
     extra = " val (averaged) | test (averaged) |" if averaged else ""
     print(
@@ -110,4 +124,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(run_cli(main, sys.argv[1:]))

@@ -145,7 +145,8 @@ def fresh_samplers():
     sample.make_sampler.cache_clear()
 
 
-@pytest.mark.parametrize("short", [False, True])
+# the long-word case compiles every cache stage (~17 s on 2 cores): in .ci/run's slow pass
+@pytest.mark.parametrize("short", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_the_growing_cache_changes_no_word(short, fresh_samplers, monkeypatch):
     """2,100 words of the Transformer through four phases, the first on a cache of 2, then 4
     positions, from which it either runs on to the full cache (long words) or leaves for the

@@ -200,3 +200,29 @@ def test_mismatched_members_and_bad_dirs_are_one_line_errors(workdir, seed_sweep
     assert f"'{neither}' is neither a run directory" in err
     assert "at least one" in one_line_error(capsys, ["--ensemble"])
     assert "twice" in one_line_error(capsys, ["--ensemble", str(workdir), str(workdir)])
+
+
+def test_sweep_report_reads_a_sweep_or_its_run_dirs_alike(seed_sweep, capsys):
+    """scripts/sweep_report.py: grouped by a config key, each row is that member's results.json;
+    the sweep directory and its members listed one by one give the same table."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "sweep_report.py"
+    spec = importlib.util.spec_from_file_location("sweep_report", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    sweep_dir, members = seed_sweep
+    assert report.main([str(sweep_dir), "--key", "seed", "--num", "50"]) == 0
+    by_sweep = capsys.readouterr().out.splitlines()
+    assert report.main([*map(str, members), "--key", "seed", "--num", "50"]) == 0
+    assert capsys.readouterr().out.splitlines() == by_sweep
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in by_sweep[2:]}
+    assert sorted(rows) == ["0", "1"]
+    for seed, member in zip(("0", "1"), members, strict=True):
+        val = json.loads((member / "results.json").read_text())["loss"]["val"]
+        assert rows[seed][1] == "1" and rows[seed][3] == f"{val:.4f} ± 0.0000"
+        copies, new = (float(cell.split(" ± ")[0]) for cell in rows[seed][-2:])
+        assert 0.0 <= copies <= 1.0 and 0.0 <= new <= 1.0 and copies + new <= 1.0
+    assert errors.run_cli(report.main, [str(sweep_dir), "--key", "model.no_such"]) == 2
+    assert "no key 'model.no_such'" in capsys.readouterr().err
