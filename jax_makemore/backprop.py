@@ -134,6 +134,33 @@ def forward(
     return loss, out
 
 
+def _loss_backward(it: dict[str, jax.Array], Y_B: jax.Array) -> dict[str, jax.Array]:
+    """The loss end of `manual_backward`: d loss / d x from the mean NLL back to the logits, for
+    each intermediate of the hand-written softmax (logprobs, probs, counts, norm_logits, ...)."""
+    n, V = it["logits"].shape
+    # loss = -mean_b logprobs[b, Y_b]
+    dlogprobs = jnp.zeros_like(it["logprobs"]).at[jnp.arange(n), Y_B].set(-1.0 / n)
+    dprobs = (1.0 / it["probs"]) * dlogprobs
+    dcounts_sum_inv = (it["counts"] * dprobs).sum(1, keepdims=True)
+    dcounts_sum = -(it["counts_sum"] ** -2) * dcounts_sum_inv
+    # counts feeds probs directly and through counts_sum
+    dcounts = it["counts_sum_inv"] * dprobs + jnp.ones_like(it["counts"]) * dcounts_sum
+    dnorm_logits = it["counts"] * dcounts
+    dlogit_maxes = -dnorm_logits.sum(1, keepdims=True)  # ~0: the max does not change the loss
+    # logits feed norm_logits directly and through the row max (a one-hot at the argmax)
+    dlogits = dnorm_logits + jax.nn.one_hot(it["logits"].argmax(1), V) * dlogit_maxes
+    return {
+        "logits": dlogits,
+        "logit_maxes": dlogit_maxes,
+        "norm_logits": dnorm_logits,
+        "counts": dcounts,
+        "counts_sum": dcounts_sum,
+        "counts_sum_inv": dcounts_sum_inv,
+        "probs": dprobs,
+        "logprobs": dlogprobs,
+    }
+
+
 def manual_backward(
     params: Params,
     intermediates: dict[str, jax.Array],
@@ -149,21 +176,10 @@ def manual_backward(
     keyed like `SHAPES` plus `PARAMS`.
     """
     it = intermediates
-    B, V = it["logits"].shape
-    n = B
+    n = it["logits"].shape[0]
     C, W1, W2, bngain = params["C"], params["W1"], params["W2"], params["bngain"]
-
-    # loss = -mean_b logprobs[b, Y_b]
-    dlogprobs = jnp.zeros_like(it["logprobs"]).at[jnp.arange(n), Y_B].set(-1.0 / n)
-    dprobs = (1.0 / it["probs"]) * dlogprobs
-    dcounts_sum_inv = (it["counts"] * dprobs).sum(1, keepdims=True)
-    dcounts_sum = -(it["counts_sum"] ** -2) * dcounts_sum_inv
-    # counts feeds probs directly and through counts_sum
-    dcounts = it["counts_sum_inv"] * dprobs + jnp.ones_like(it["counts"]) * dcounts_sum
-    dnorm_logits = it["counts"] * dcounts
-    dlogit_maxes = -dnorm_logits.sum(1, keepdims=True)  # ~0: the max does not change the loss
-    # logits feed norm_logits directly and through the row max (a one-hot at the argmax)
-    dlogits = dnorm_logits + jax.nn.one_hot(it["logits"].argmax(1), V) * dlogit_maxes
+    loss_side = _loss_backward(it, Y_B)
+    dlogits = loss_side["logits"]
     dh = dlogits @ W2.T
     dW2 = it["h"].T @ dlogits
     db2 = dlogits.sum(0)
@@ -188,33 +204,11 @@ def manual_backward(
     # each row of C gets the sum of the gradients of every position that looked it up
     dC = jnp.zeros_like(C).at[X_BxT].add(demb)
     return {
-        "emb": demb,
-        "embcat": dembcat,
-        "hprebn": dhprebn,
-        "bnmeani": dbnmeani,
-        "bndiff": dbndiff,
-        "bndiff2": dbndiff2,
-        "bnvar": dbnvar,
-        "bnvar_inv": dbnvar_inv,
-        "bnraw": dbnraw,
-        "hpreact": dhpreact,
-        "h": dh,
-        "logits": dlogits,
-        "logit_maxes": dlogit_maxes,
-        "norm_logits": dnorm_logits,
-        "counts": dcounts,
-        "counts_sum": dcounts_sum,
-        "counts_sum_inv": dcounts_sum_inv,
-        "probs": dprobs,
-        "logprobs": dlogprobs,
-        "C": dC,
-        "W1": dW1,
-        "b1": db1,
-        "bngain": dbngain,
-        "bnbias": dbnbias,
-        "W2": dW2,
-        "b2": db2,
-    }
+        "emb": demb, "embcat": dembcat, "hprebn": dhprebn, "bnmeani": dbnmeani, "bndiff": dbndiff,
+        "bndiff2": dbndiff2, "bnvar": dbnvar, "bnvar_inv": dbnvar_inv, "bnraw": dbnraw,
+        "hpreact": dhpreact, "h": dh, **loss_side, "C": dC, "W1": dW1, "b1": db1,
+        "bngain": dbngain, "bnbias": dbnbias, "W2": dW2, "b2": db2,
+    }  # fmt: skip
 
 
 def cross_entropy_backward(logits_BxV: jax.Array, Y_B: jax.Array) -> jax.Array:
