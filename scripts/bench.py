@@ -1078,7 +1078,7 @@ def markdown_table(results: Sequence[dict[str, Any]], labels: Sequence[str]) -> 
             f"PyTorch eager train, batch {results[0]['batch_size']} (steps/s)",
             lambda r: r["torch_eager_steps_per_sec"],
         ),
-        ("PyTorch sampling, per-word loop (names/s)", lambda r: r["torch_sample_names_per_sec"]),
+        ("PyTorch sampling (names/s)", lambda r: r["torch_sample_names_per_sec"]),
         ("speedup, fused train / PyTorch", lambda r: r["speedup_train"]),
         ("speedup, batch sampling / PyTorch", lambda r: r["speedup_sample"]),
         ("peak RSS of the bench, JAX part (MB)", lambda r: r["peak_rss_mb"]),

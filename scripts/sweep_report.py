@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jax
+import ml_collections
 
 from jax_makemore.errors import UserError, run_cli
 from jax_makemore.evaluate import ensemble_dirs
@@ -35,7 +36,7 @@ from jax_makemore.restore import load_trained
 from jax_makemore.sample import default_max_len, generate, label_words
 
 
-def config_value(config, dotted_key: str) -> object:
+def config_value(config: ml_collections.ConfigDict, dotted_key: str) -> object:
     """The value at `dotted_key` ("model.dropout") of a run's config; a missing key is an error
     naming it."""
     value = config
