@@ -269,6 +269,14 @@ def split_config_args(
     return rest, pairs
 
 
+def get_value(config: ml_collections.ConfigDict, key: str) -> Any:
+    """The value at dotted `key` of `config` ("model.dropout"); a missing key is a KeyError."""
+    node = config
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def resolve(
     name_or_path: str, overrides: Sequence[tuple[str, str]] = ()
 ) -> tuple[ml_collections.ConfigDict, str]:

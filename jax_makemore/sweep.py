@@ -179,9 +179,8 @@ def expand_members(
 
 
 def _get(config: ml_collections.ConfigDict, key: str) -> Any:
-    node = config
-    for part in key.split("."):
-        node = node[part]
+    """`config_lib.get_value`, with a list as a tuple (members are grouped by these values)."""
+    node = config_lib.get_value(config, key)
     return tuple(node) if isinstance(node, list) else node
 
 

@@ -29,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import memory
+from jax_makemore.config import get_value
 from jax_makemore.data import SPLITS
 from jax_makemore.errors import UserError
 from jax_makemore.loop import ChunkOut, MemberRun
@@ -57,18 +58,11 @@ def member_hyperparameters(group: Any, configs: Sequence[ml_collections.ConfigDi
     """hp_M: for each traced key of the group, the members' values as one array."""
     return {
         key: jnp.asarray(
-            [resolved_value(c, key) if "." not in key else _get(c, key) for c in configs],
+            [resolved_value(c, key) if "." not in key else get_value(c, key) for c in configs],
             jnp.int32 if key in INTEGER_KEYS else jnp.float32,
         )
         for key in group.traced
     }
-
-
-def _get(config: ml_collections.ConfigDict, key: str) -> Any:
-    node = config
-    for part in key.split("."):
-        node = node[part]
-    return node
 
 
 def make_member_step(group: Any) -> Callable:

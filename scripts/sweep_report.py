@@ -28,6 +28,7 @@ from pathlib import Path
 import jax
 import ml_collections
 
+from jax_makemore.config import get_value
 from jax_makemore.errors import UserError, run_cli
 from jax_makemore.evaluate import ensemble_dirs
 from jax_makemore.logs import read_jsonl
@@ -39,12 +40,10 @@ from jax_makemore.sample import default_max_len, generate, label_words
 def config_value(config: ml_collections.ConfigDict, dotted_key: str) -> object:
     """The value at `dotted_key` ("model.dropout") of a run's config; a missing key is an error
     naming it."""
-    value = config
-    for part in dotted_key.split("."):
-        if part not in value:
-            raise UserError(f"--key: the runs' configs have no key '{dotted_key}'")
-        value = value[part]
-    return value
+    try:
+        return get_value(config, dotted_key)
+    except (KeyError, AttributeError) as err:
+        raise UserError(f"--key: the runs' configs have no key '{dotted_key}'") from err
 
 
 def member_row(member_dir: Path, num: int, key: str | None = None) -> tuple[object, dict]:
@@ -92,7 +91,9 @@ def mean_std(values: list[float], digits: int = 4) -> str:
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", help="sweep directories and/or run directories")
-    parser.add_argument("--key", default=None, help="the swept key to group by (default: none)")
+    parser.add_argument(
+        "--key", default=None, help="a dotted config key to group by (default: none)"
+    )
     parser.add_argument("--num", type=int, default=1000, help="words sampled per member")
     parser.add_argument("--curves", action="store_true", help="val at every evaluation instead")
     args = parser.parse_args(argv)
