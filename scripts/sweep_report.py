@@ -9,7 +9,12 @@ Each directory is a sweep (its finished members) or one run directory, as `evalu
 --ensemble` reads them. For each value of `--key` (a dotted config key, read from each
 member's own config; mean ± std over the other members, e.g. seeds; without `--key`, one row
 over every member): train and val loss, the train-val gap, and the share of `--num`
-sampled words (seed 0, temperature 1) that are words of the training split, and that are new.
+sampled words (seed 0, temperature 1) that are words of the training split, of the held-out
+(val and test) splits, and new; and the seen-word preference: how much likelier a sampled word
+is to be one given training word than one given held-out word (the in-train share per training
+word over the held-out share per held-out word). The split is a seeded shuffle of distinct words,
+so a model that learned only what names look like, and none of them by heart, would read about 1;
+the excess over 1 is memorisation.
 Members that kept a moving average of their params (config key `ema_decay`) report the
 averaged params' losses too, and sample from them. `--curves` prints every member's val loss
 at each evaluation instead (raw / averaged), from its metrics.jsonl.
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -55,18 +61,31 @@ def member_row(member_dir: Path, num: int, key: str | None = None) -> tuple[obje
         layout=loaded.spec.layout, input_len=input_length(loaded.config.model, loaded.seq_len),
         max_len=default_max_len(loaded.seq_len - 1),
     )  # fmt: skip
-    labels = label_words(words, loaded.train_words or set(), loaded.heldout_words or set())
+    train_words, heldout_words = loaded.train_words or set(), loaded.heldout_words or set()
+    labels = label_words(words, train_words, heldout_words)
+    copies, heldout = labels.count("in train") / num, labels.count("in val/test") / num
     row = {
         "train": results["loss"]["train"],
         "val": results["loss"]["val"],
         "test": results["loss"]["test"],
         "gap": results["loss"]["val"] - results["loss"]["train"],
-        "copies": labels.count("in train") / num,
+        "copies": copies,
+        "heldout": heldout,
         "new": labels.count("new") / num,
+        "preference": seen_word_preference(copies, heldout, len(train_words), len(heldout_words)),
     }
     if results.get("loss_ema"):
         row.update({f"{s}_ema": results["loss_ema"][s] for s in ("train", "val", "test")})
     return (config_value(loaded.config, key) if key else "all"), row
+
+
+def seen_word_preference(copies: float, heldout: float, n_train: int, n_heldout: int) -> float:
+    """(share of samples in train / training words) over (share held out / held-out words):
+    1 when a sampled name is as likely to be any one held-out name as any one training name;
+    inf when no sample is a held-out word."""
+    if not (n_train and n_heldout):
+        return float("nan")
+    return (copies / n_train) / (heldout / n_heldout) if heldout else float("inf")
 
 
 def print_curves(members: list[Path]) -> None:
@@ -84,6 +103,9 @@ def print_curves(members: list[Path]) -> None:
 
 
 def mean_std(values: list[float], digits: int = 4) -> str:
+    """The "mean ± std" of the values ("inf" or "nan" alone when one of them is not finite)."""
+    if not all(math.isfinite(v) for v in values):
+        return f"{statistics.mean(values):.{digits}f}"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
@@ -108,9 +130,10 @@ def main(argv: Sequence[str]) -> int:
     averaged = all("val_ema" in m for r in rows.values() for m in r)
     extra = " val (averaged) | test (averaged) |" if averaged else ""
     print(
-        f"| {args.key or 'members'} | n | train | val | test | val − train |{extra} sampled words in train | new |"
+        f"| {args.key or 'members'} | n | train | val | test | val − train |{extra} sampled words in train | held out | new |"
+        " seen-word preference |"
     )
-    print("|---:|---:|---:|---:|---:|---:|" + "---:|" * (4 if averaged else 2))
+    print("|---:|---:|---:|---:|---:|---:|" + "---:|" * (6 if averaged else 4))
     for value in sorted(rows, key=str):
         r = rows[value]
 
@@ -120,7 +143,8 @@ def main(argv: Sequence[str]) -> int:
         ema = f" {col('val_ema')} | {col('test_ema')} |" if averaged else ""
         print(
             f"| {value} | {len(r)} | {col('train')} | {col('val')} | {col('test')} | {col('gap')} |"
-            f"{ema} {col('copies', 3)} | {col('new', 3)} |"
+            f"{ema} {col('copies', 3)} | {col('heldout', 3)} | {col('new', 3)} |"
+            f" {col('preference', 2)} |"
         )
     return 0
 

@@ -222,7 +222,12 @@ def test_sweep_report_reads_a_sweep_or_its_run_dirs_alike(seed_sweep, capsys):
     for seed, member in zip(("0", "1"), members, strict=True):
         val = json.loads((member / "results.json").read_text())["loss"]["val"]
         assert rows[seed][1] == "1" and rows[seed][3] == f"{val:.4f} ± 0.0000"
-        copies, new = (float(cell.split(" ± ")[0]) for cell in rows[seed][-2:])
-        assert 0.0 <= copies <= 1.0 and 0.0 <= new <= 1.0 and copies + new <= 1.0
+        copies, heldout, new = (float(cell.split(" ± ")[0]) for cell in rows[seed][-4:-1])
+        assert min(copies, heldout, new) >= 0.0 and abs(copies + heldout + new - 1.0) < 2e-3
+    # 20% of samples in 800 training words, 5% in 200 held-out words: the same rate per word
+    assert report.seen_word_preference(0.2, 0.05, 800, 200) == pytest.approx(1.0)
+    assert report.seen_word_preference(0.4, 0.05, 800, 200) == pytest.approx(2.0)
+    assert report.seen_word_preference(0.4, 0.0, 800, 200) == float("inf")
+    assert report.mean_std([1.0, float("inf")]) == "inf"
     assert errors.run_cli(report.main, [str(sweep_dir), "--key", "model.no_such"]) == 2
     assert "no key 'model.no_such'" in capsys.readouterr().err
