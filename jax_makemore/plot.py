@@ -15,6 +15,9 @@ On a sweep's workdir (`python -m jax_makemore.sweep`, detected by its `sweep.jso
 (val loss against each swept hyper-parameter, mean over seeds with min-max bars) and
 `sweep_curves.png` (every member's loss curves).
 
+`python -m jax_makemore.plot --compare DIR... --out FILE.png`: several runs' loss curves in one
+picture (val dashed for the averaged params of runs that keep a moving average).
+
 Needs matplotlib: `pip install -e '.[plot]'`.
 """
 
@@ -339,31 +342,31 @@ def plot_sweep_losses(record: dict[str, Any], path: Path, dpi: int = 100) -> Pat
     return save_figure(fig, path, dpi)
 
 
-def plot_sweep_curves(
-    record: dict[str, Any], workdir: Path, path: Path, dpi: int = 100
+def plot_curves(
+    runs: Sequence[tuple[str, list[dict[str, Any]]]], path: Path, title: str, dpi: int = 100
 ) -> Path | None:
-    """Every member's training loss (chunk means, log scale) and val loss at its evaluations,
-    one colour per setting of the non-seed keys; None when no member has metrics."""
+    """Each run's training loss (chunk means, log scale) and val loss at its evaluations (dashed:
+    the averaged params' val, for runs that kept a moving average), one colour per label (runs
+    with one label, e.g. the seeds of one setting, share it); None when no run has metrics."""
     plt = pyplot()
-    keys = [k for k in record["swept"] if k != "seed"]
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(13, 4.5))
     colors: dict[str, Any] = {}
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = False
-    for m in record["members"]:
-        metrics = read_jsonl(workdir / m["workdir"] / "metrics.jsonl")
+    drawn = averaged = False
+    for label, metrics in runs:
         if not metrics:
             continue
-        label = ", ".join(f"{k}={m['overrides'][k]}" for k in keys) or m["name"]
+        first = label not in colors
         color = colors.setdefault(label, cycle[len(colors) % len(cycle)])
-        first = label not in {line.get_label() for line in ax_train.get_lines()}
         steps = [r["step"] for r in metrics if "loss" in r]
         ax_train.plot(steps, [r["loss"] for r in metrics if "loss" in r], lw=1, alpha=0.6,
                       color=color, label=label if first else None)  # fmt: skip
-        evals = [(r["step"], r["split_loss"]["val"]) for r in metrics if r.get("split_loss")]
-        evals = [(x, y) for x, y in evals if y is not None]
-        if evals:
-            ax_val.plot(*zip(*evals, strict=True), "o-", ms=3, lw=1, alpha=0.6, color=color)
+        for key, style in (("split_loss", "o-"), ("split_loss_ema", "s--")):
+            evals = [(r["step"], (r.get(key) or {}).get("val")) for r in metrics if r.get(key)]
+            evals = [(x, y) for x, y in evals if y is not None]
+            if evals:
+                ax_val.plot(*zip(*evals, strict=True), style, ms=3, lw=1, alpha=0.7, color=color)
+                averaged = averaged or key == "split_loss_ema"
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -376,11 +379,49 @@ def plot_sweep_curves(
         _steps_axis(ax)
         ax.set_title(name)
         ax.grid(True, which="both", alpha=0.3)
+    if averaged:
+        ax_val.set_title("val loss (dashed: averaged params)")
     if len(colors) <= 12:
         ax_train.legend(fontsize=8)
-    fig.suptitle(f"sweep of {record['config']}: {len(record['members'])} members")
+    fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, path, dpi)
+
+
+def plot_sweep_curves(
+    record: dict[str, Any], workdir: Path, path: Path, dpi: int = 100
+) -> Path | None:
+    """Every member's loss curves (`plot_curves`), one colour per setting of the non-seed keys;
+    None when no member has metrics."""
+    keys = [k for k in record["swept"] if k != "seed"]
+    runs = [
+        (
+            ", ".join(f"{k}={m['overrides'][k]}" for k in keys) or m["name"],
+            read_jsonl(workdir / m["workdir"] / "metrics.jsonl"),
+        )
+        for m in record["members"]
+    ]
+    title = f"sweep of {record['config']}: {len(record['members'])} members"
+    return plot_curves(runs, path, title, dpi)
+
+
+def plot_compare(workdirs: Sequence[str | Path], path: str | Path, dpi: int = 100) -> Path:
+    """One picture of several runs' loss curves (`plot_curves`), labelled by directory name:
+    separate `train` runs, or sweep members, side by side."""
+    runs = []
+    for workdir in map(Path, workdirs):
+        metrics_file = workdir / "metrics.jsonl"
+        if not metrics_file.is_file():
+            raise UserError(f"--compare: '{workdir}' has no metrics.jsonl (not a trained run)")
+        runs.append((workdir.name, read_jsonl(metrics_file)))
+    path = Path(path)
+    if path.suffix != ".png":
+        raise UserError(f"--out '{path}' must name a .png file with --compare")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = plot_curves(runs, path, f"{len(runs)} runs", dpi)
+    if written is None:
+        raise UserError("--compare: none of the runs has logged a training step yet")
+    return written
 
 
 def plot_sweep(
@@ -471,14 +512,25 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m jax_makemore.plot", description="Draw the pictures of a trained run."
     )
-    parser.add_argument(
-        "--workdir", required=True, help="a run directory written by train (or by sweep)"
+    runs = parser.add_mutually_exclusive_group(required=True)
+    runs.add_argument("--workdir", help="a run directory written by train (or by sweep)")
+    runs.add_argument(
+        "--compare", nargs="+", metavar="DIR", help="run directories drawn in one picture"
     )
-    parser.add_argument("--out", default=None, help="where to write the PNGs (default: workdir)")
+    parser.add_argument(
+        "--out", default=None,
+        help="where to write the PNGs (default: workdir); with --compare, the PNG file",
+    )  # fmt: skip
     parser.add_argument("--dpi", type=int, default=None, help="resolution of every PNG")
     args = parser.parse_args(argv)
     if args.dpi is not None and args.dpi <= 0:
         raise UserError(f"--dpi must be > 0, got {args.dpi}")
+    if args.compare:
+        if args.out is None:
+            raise UserError("--compare needs --out FILE.png")
+        kw = {} if args.dpi is None else {"dpi": args.dpi}
+        print(plot_compare(args.compare, args.out, **kw))
+        return 0
     written, skipped = plot_run(args.workdir, args.out, args.dpi)
     for path in written:
         print(path)

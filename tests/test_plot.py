@@ -91,3 +91,25 @@ def test_a_blank_picture_fails_assert_png(tmp_path):
     plt.close(fig)
     with pytest.raises(AssertionError, match="blank"):
         assert_png(tmp_path / "blank.png")
+
+
+def test_compare_draws_several_runs_in_one_picture(tmp_path, small_names, capsys):
+    """--compare: two runs' curves in one PNG at --out; a directory that is not a trained run
+    and an --out that is not a .png are one-line errors."""
+    from jax_makemore import errors
+
+    for seed in (0, 1):
+        config, name = tiny_config("mlp", small_names, num_steps=100, eval_every=50, seed=seed)
+        train_and_evaluate(config, name, tmp_path / f"run{seed}")
+    runs = [str(tmp_path / "run0"), str(tmp_path / "run1")]
+    out = tmp_path / "pics" / "both.png"
+    assert plot.main(["--compare", *runs, "--out", str(out)]) == 0
+    assert_png(out)
+    capsys.readouterr()
+    for args, message in (
+        (["--compare", str(tmp_path), "--out", str(out)], f"'{tmp_path}' has no metrics.jsonl"),
+        (["--compare", *runs, "--out", str(tmp_path)], "must name a .png file"),
+        (["--compare", *runs], "--compare needs --out"),
+    ):
+        assert errors.run_cli(plot.main, args) == 2
+        assert message in capsys.readouterr().err
