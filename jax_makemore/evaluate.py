@@ -1,10 +1,12 @@
-"""`python -m jax_makemore.evaluate --workdir DIR [--split S] [--data PATH] [--score WORD ...]`,
-or `python -m jax_makemore.evaluate --ensemble DIR [DIR ...] [--split S]`.
+"""`python -m jax_makemore.evaluate --workdir DIR [--split S] [--data PATH] [--score WORD ...]
+[--mass]`, or `python -m jax_makemore.evaluate --ensemble DIR [DIR ...] [--split S]`.
 
 Prints JSON on stdout: the split losses (mean NLL per character, the end token included, as in
 training and results.json), the loss on another file scored with the trained vocabulary, or each
-scored word's total NLL and NLL per character ("how name-like is this?"). Works for every model
-and both data layouts: a word is len(word) + 1 predictions either way.
+scored word's total NLL and NLL per character ("how name-like is this?"), or with `--mass` the
+probability the model puts on the training words and on the held-out words (`split_masses`: the
+exact expected shares of samples that copy a training name or hit a held-out one). Works for
+every model and both data layouts: a word is len(word) + 1 predictions either way.
 
 `--ensemble` scores the mixture of several trained models: each target's probability is the
 mean over the members of softmax(logits), and the loss is the mean of -log of it over the same
@@ -81,25 +83,69 @@ def file_loss(loaded: LoadedModel, path: str) -> float:
     )
 
 
-def score_words(loaded: LoadedModel, words: Sequence[str]) -> list[dict]:
-    """Total NLL and NLL per character (len(word) + 1 predictions, the end token included).
+def word_nlls(loaded: LoadedModel, words: Sequence[str], chunk: int = 2048) -> np.ndarray:
+    """Each word's total NLL (len(word) + 1 predictions, the end token included), float64.
 
-    All words go into one batch padded to a power of two (few distinct shapes, so few
-    compilations); each row's NLL is summed, and a word's rows (its windows, or its one
-    sequence row) add up to the word's NLL.
+    The words go in chunks of `chunk`, each padded to a power of two of rows (few distinct
+    shapes, so few compilations); a word's rows (its windows, or its one sequence row) add up
+    to the word's NLL.
     """
+    row_nll = make_row_nll(loaded.model)
+    out = np.zeros(len(words), np.float64)
+    for lo in range(0, len(words), chunk):
+        part = words[lo : lo + chunk]
+        X, Y = encode(loaded, part)
+        rows_per_word = [len(w) + 1 if loaded.spec.layout == "windows" else 1 for w in part]
+        padded = 1 << max(len(X) - 1, 0).bit_length()
+        nll_R = np.asarray(row_nll(loaded.variables, *pad_rows(X, Y, padded)), np.float64)
+        starts = np.concatenate([[0], np.cumsum(rows_per_word)[:-1]])
+        out[lo : lo + len(part)] = np.add.reduceat(nll_R[: len(X)], starts)
+    return out
+
+
+def score_words(loaded: LoadedModel, words: Sequence[str]) -> list[dict]:
+    """Total NLL and NLL per character (len(word) + 1 predictions, the end token included)."""
     for word in words:
         loaded.vocab.encode(word)  # one-line error for characters outside the vocabulary
-    X, Y = encode(loaded, words)
-    rows_per_word = [len(w) + 1 if loaded.spec.layout == "windows" else 1 for w in words]
-    padded = 1 << max(len(X) - 1, 0).bit_length()
-    nll_R = np.asarray(make_row_nll(loaded.model)(loaded.variables, *pad_rows(X, Y, padded)))
-    ends = np.cumsum(rows_per_word)
-    out = []
-    for word, stop, rows in zip(words, ends, rows_per_word, strict=True):
-        total = float(np.sum(nll_R[stop - rows : stop], dtype=np.float64))
-        out.append({"word": word, "nll": total, "nll_per_char": total / (len(word) + 1)})
-    return out
+    return [
+        {"word": word, "nll": float(nll), "nll_per_char": float(nll) / (len(word) + 1)}
+        for word, nll in zip(words, word_nlls(loaded, words), strict=True)
+    ]
+
+
+def seen_word_preference(copies: float, heldout: float, n_train: int, n_heldout: int) -> float:
+    """(share of samples in train / training words) over (share held out / held-out words):
+    1 when a sampled name is as likely to be any one held-out name as any one training name;
+    inf when no sample is a held-out word."""
+    if not (n_train and n_heldout):
+        return float("nan")
+    return (copies / n_train) / (heldout / n_heldout) if heldout else float("inf")
+
+
+def split_masses(loaded: LoadedModel) -> dict[str, Any]:
+    """The probability the model gives the distinct words of the training split, and of the
+    held-out splits (val and test, less any word also in train), summed: p(word) = exp(-NLL).
+
+    A sample at temperature 1 is one of those words with exactly that probability, so these
+    are the expected shares of samples that copy a training word or hit a held-out one, and
+    their ratio per word the seen-word preference, without the noise of sampling. "new" is the
+    rest. Needs the data file the model was trained on (unchanged), to re-cut the split.
+    """
+    if loaded.train_words is None or loaded.heldout_words is None:
+        raise UserError(
+            f"data file '{loaded.config.data_path}' is missing or changed since training: "
+            "the split's words cannot be re-cut"
+        )
+    train = sorted(loaded.train_words)
+    heldout = sorted(loaded.heldout_words - loaded.train_words)
+    mass_train = float(np.sum(np.exp(-word_nlls(loaded, train))))
+    mass_heldout = float(np.sum(np.exp(-word_nlls(loaded, heldout))))
+    return {
+        "train": {"words": len(train), "mass": mass_train},
+        "heldout": {"words": len(heldout), "mass": mass_heldout},
+        "new": 1.0 - mass_train - mass_heldout,
+        "preference": seen_word_preference(mass_train, mass_heldout, len(train), len(heldout)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,16 +321,26 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--score", nargs="+", default=None, metavar="WORD", help="score these words"
     )
+    parser.add_argument(
+        "--mass",
+        action="store_true",
+        help="the probability mass on the training words and on the held-out words: the "
+        "expected shares of samples that copy them, and the seen-word preference",
+    )
     args = parser.parse_args(argv)
     splits = SPLITS if args.split == "all" else (args.split,)
     if args.ensemble is not None:
-        if args.data or args.score:
-            raise UserError("--data and --score score one model (--workdir), not an --ensemble")
+        if args.data or args.score or args.mass:
+            raise UserError(
+                "--data, --score and --mass score one model (--workdir), not an --ensemble"
+            )
         print(json.dumps(ensemble_losses(args.ensemble, splits), indent=2))
         return 0
     loaded = load_trained(args.workdir)
-    if args.score:
-        result: object = score_words(loaded, args.score)
+    if args.mass:
+        result: object = split_masses(loaded)
+    elif args.score:
+        result = score_words(loaded, args.score)
     elif args.data:
         result = {"data": args.data, "loss": file_loss(loaded, args.data)}
     else:

@@ -14,7 +14,9 @@ sampled words (seed 0, temperature 1) that are words of the training split, of t
 is to be one given training word than one given held-out word (the in-train share per training
 word over the held-out share per held-out word). The split is a seeded shuffle of distinct words,
 so a model that learned only what names look like, and none of them by heart, would read about 1;
-the excess over 1 is memorisation.
+the excess over 1 is memorisation. The last three columns are the same shares without sampling
+noise: the probability mass the model puts on the training words and on the held-out words
+(`evaluate --mass`), and their preference.
 Members that kept a moving average of their params (config key `ema_decay`) report the
 averaged params' losses too, and sample from them. `--curves` prints every member's val loss
 at each evaluation instead (raw / averaged), from its metrics.jsonl.
@@ -36,7 +38,7 @@ import ml_collections
 
 from jax_makemore.config import get_value
 from jax_makemore.errors import UserError, run_cli
-from jax_makemore.evaluate import ensemble_dirs
+from jax_makemore.evaluate import ensemble_dirs, seen_word_preference, split_masses
 from jax_makemore.logs import read_jsonl
 from jax_makemore.models import input_length
 from jax_makemore.restore import load_trained
@@ -74,18 +76,15 @@ def member_row(member_dir: Path, num: int, key: str | None = None) -> tuple[obje
         "new": labels.count("new") / num,
         "preference": seen_word_preference(copies, heldout, len(train_words), len(heldout_words)),
     }
+    masses = split_masses(loaded)
+    row.update(
+        mass_train=masses["train"]["mass"],
+        mass_heldout=masses["heldout"]["mass"],
+        mass_preference=masses["preference"],
+    )
     if results.get("loss_ema"):
         row.update({f"{s}_ema": results["loss_ema"][s] for s in ("train", "val", "test")})
     return (config_value(loaded.config, key) if key else "all"), row
-
-
-def seen_word_preference(copies: float, heldout: float, n_train: int, n_heldout: int) -> float:
-    """(share of samples in train / training words) over (share held out / held-out words):
-    1 when a sampled name is as likely to be any one held-out name as any one training name;
-    inf when no sample is a held-out word."""
-    if not (n_train and n_heldout):
-        return float("nan")
-    return (copies / n_train) / (heldout / n_heldout) if heldout else float("inf")
 
 
 def print_curves(members: list[Path]) -> None:
@@ -131,9 +130,9 @@ def main(argv: Sequence[str]) -> int:
     extra = " val (averaged) | test (averaged) |" if averaged else ""
     print(
         f"| {args.key or 'members'} | n | train | val | test | val − train |{extra} sampled words in train | held out | new |"
-        " seen-word preference |"
+        " seen-word preference | mass on train | mass held out | exact preference |"
     )
-    print("|---:|---:|---:|---:|---:|---:|" + "---:|" * (6 if averaged else 4))
+    print("|---:|---:|---:|---:|---:|---:|" + "---:|" * (9 if averaged else 7))
     for value in sorted(rows, key=str):
         r = rows[value]
 
@@ -144,7 +143,8 @@ def main(argv: Sequence[str]) -> int:
         print(
             f"| {value} | {len(r)} | {col('train')} | {col('val')} | {col('test')} | {col('gap')} |"
             f"{ema} {col('copies', 3)} | {col('heldout', 3)} | {col('new', 3)} |"
-            f" {col('preference', 2)} |"
+            f" {col('preference', 2)} | {col('mass_train', 3)} | {col('mass_heldout', 3)} |"
+            f" {col('mass_preference', 2)} |"
         )
     return 0
 

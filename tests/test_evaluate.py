@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import run_cli, tiny_config, write_small_names
@@ -82,6 +83,61 @@ def test_score_words_and_other_files(workdir, tmp_path):
         and "Traceback" not in bad.stderr
         and "'zoë' has characters not in the trained vocabulary: 'ë'" in bad.stderr
     )
+
+
+def test_word_nlls_in_chunks_equal_numpy_over_the_windows(workdir):
+    """Chunked word NLLs (chunks of 7 words: several chunks, each padded) against float64
+    NumPy log-softmax of `model.apply` on each word's own windows."""
+    loaded = load_trained(workdir)
+    words = sorted(loaded.train_words)[:23]
+    got = evaluate.word_nlls(loaded, words, chunk=7)
+    for word, nll in zip(words, got, strict=True):
+        X, Y = evaluate.encode(loaded, [word])
+        z = np.asarray(loaded.model.apply(loaded.variables, X, train=False), np.float64)
+        log_p = z - z.max(-1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+        assert nll == pytest.approx(-log_p[np.arange(len(Y)), Y].sum(), rel=1e-5)
+
+
+def test_split_masses_are_the_expected_shares_of_samples(workdir):
+    """The mass on the training (held-out) words is the chance that one sample is a training
+    (held-out) word: 8,000 samples land within 4 binomial standard deviations of it; the
+    preference is the per-word ratio of the two masses."""
+    from jax_makemore.models import input_length
+    from jax_makemore.sample import default_max_len, generate, label_words
+
+    loaded = load_trained(workdir)
+    masses = evaluate.split_masses(loaded)
+    num = 8000
+    words = generate(
+        loaded.model, loaded.variables, loaded.vocab, jax.random.PRNGKey(3), num,
+        layout=loaded.spec.layout, input_len=input_length(loaded.config.model, loaded.seq_len),
+        max_len=default_max_len(loaded.seq_len - 1),
+    )  # fmt: skip
+    labels = label_words(words, loaded.train_words, loaded.heldout_words)
+    for label, part in (("in train", "train"), ("in val/test", "heldout")):
+        p = masses[part]["mass"]
+        assert 20 < p * num < num - 20  # a share the samples can test
+        assert abs(labels.count(label) / num - p) < 4 * (p * (1 - p) / num) ** 0.5, label
+    assert masses["new"] == pytest.approx(1 - masses["train"]["mass"] - masses["heldout"]["mass"])
+    n_train, n_heldout = masses["train"]["words"], masses["heldout"]["words"]
+    assert n_train == len(loaded.train_words) and n_train + n_heldout == 1500
+    assert masses["preference"] == pytest.approx(
+        masses["train"]["mass"] / n_train / (masses["heldout"]["mass"] / n_heldout)
+    )
+
+
+def test_mass_on_the_command_line(workdir, tmp_path):
+    result = run_cli("evaluate", "--workdir", str(workdir), "--mass")
+    assert result.returncode == 0, result.stderr
+    masses = json.loads(result.stdout)
+    direct = evaluate.split_masses(load_trained(workdir))
+    for part in ("train", "heldout"):
+        assert masses[part]["words"] == direct[part]["words"]
+        assert masses[part]["mass"] == pytest.approx(direct[part]["mass"])
+    assert masses["preference"] == pytest.approx(direct["preference"])
+    both = run_cli("evaluate", "--ensemble", str(workdir), "--mass")
+    assert both.returncode == 2 and "not an --ensemble" in both.stderr
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +278,12 @@ def test_sweep_report_reads_a_sweep_or_its_run_dirs_alike(seed_sweep, capsys):
     for seed, member in zip(("0", "1"), members, strict=True):
         val = json.loads((member / "results.json").read_text())["loss"]["val"]
         assert rows[seed][1] == "1" and rows[seed][3] == f"{val:.4f} ± 0.0000"
-        copies, heldout, new = (float(cell.split(" ± ")[0]) for cell in rows[seed][-4:-1])
+        copies, heldout, new = (float(cell.split(" ± ")[0]) for cell in rows[seed][-7:-4])
         assert min(copies, heldout, new) >= 0.0 and abs(copies + heldout + new - 1.0) < 2e-3
+        masses = evaluate.split_masses(load_trained(member))
+        mass_train, mass_heldout = (float(cell.split(" ± ")[0]) for cell in rows[seed][-3:-1])
+        assert mass_train == pytest.approx(masses["train"]["mass"], abs=6e-4)
+        assert mass_heldout == pytest.approx(masses["heldout"]["mass"], abs=6e-4)
     # 20% of samples in 800 training words, 5% in 200 held-out words: the same rate per word
     assert report.seen_word_preference(0.2, 0.05, 800, 200) == pytest.approx(1.0)
     assert report.seen_word_preference(0.4, 0.05, 800, 200) == pytest.approx(2.0)
