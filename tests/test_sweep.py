@@ -172,6 +172,8 @@ def test_dropout_and_warmup_are_traced_in_one_group(data):
     groups = sweep.group_members(sweep.expand_members(config, DROPOUT_WARMUP))
     assert [len(g.members) for g in groups] == [4]
     assert groups[0].traced == ["model.dropout", "warmup_steps"]
+    noise = sweep.expand_members(config, [("model.token_noise", "0.0,0.1,0.2")])
+    assert [g.traced for g in sweep.group_members(noise)] == [["model.token_noise"]]
 
 
 @pytest.mark.parametrize(

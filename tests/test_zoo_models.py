@@ -150,3 +150,31 @@ def test_dropout_draws_from_the_dropout_stream_only_in_training():
     np.testing.assert_array_equal(forward(False, 1), forward(False, 2))
     no_dropout = tiny("transformer").apply(variables, idx_BxT, train=False)
     np.testing.assert_allclose(forward(False, 1), no_dropout, atol=1e-6)
+
+
+def test_token_noise_replaces_training_inputs_only():
+    """A share token_noise * (V - 1) / V of the inputs changes, to every other token alike;
+    evaluation sees clean inputs; at noise 1 the training forward no longer reads its input."""
+    model = tiny("transformer", token_noise=0.25)
+    variables = tiny_variables("transformer")
+    ones_BxT = jnp.ones((400, 50), jnp.int32)
+    noisy_BxT = np.asarray(
+        model.bind(variables, rngs={"dropout": jax.random.PRNGKey(0)}).corrupt(ones_BxT)
+    )
+    changed = noisy_BxT != 1
+    assert abs(changed.mean() - 0.25 * (V - 1) / V) < 0.01
+    counts = np.bincount(noisy_BxT[changed], minlength=V)
+    assert counts[1] == 0 and counts[np.arange(V) != 1].min() > 0.8 * changed.sum() / (V - 1)
+
+    idx_BxT, other_BxT = random_idx(0, (3, T)), random_idx(1, (3, T))
+    clean = tiny("transformer").apply(variables, idx_BxT, train=False)
+    np.testing.assert_array_equal(model.apply(variables, idx_BxT, train=False), clean)
+    all_noise = tiny("transformer", token_noise=1.0)
+    rngs = {"dropout": jax.random.PRNGKey(2)}
+    np.testing.assert_array_equal(
+        all_noise.apply(variables, idx_BxT, train=True, rngs=rngs),
+        all_noise.apply(variables, other_BxT, train=True, rngs=rngs),
+    )
+    assert not np.allclose(model.apply(variables, idx_BxT, train=True, rngs=rngs), clean)
+    with pytest.raises(UserError, match="model.token_noise=1.5"):
+        validate_model_config(model_config("transformer", token_noise=1.5))

@@ -26,6 +26,12 @@ Dropout (default 0, makemore has none; at 0 the model is makemore's) sits where 
 it: on the summed embeddings, the attention weights, after each attention projection and
 after each MLP. It is `layers.Dropout` (flax.linen.Dropout's masks, and a rate that a sweep may
 trace).
+
+Token noise (default 0, off): in training, each input token is replaced with probability
+`token_noise` by one drawn uniformly from the vocabulary; the targets stay clean. A
+regulariser aimed at memorisation rather than fit: to put a training word's exact spelling
+ahead of others, the model has to recognise that exact prefix, and a prefix it sees corrupted
+some of the time is one it cannot rely on. Like the dropout rate, it may be traced.
 """
 
 from __future__ import annotations
@@ -138,6 +144,7 @@ class Transformer(nn.Module):
     n_head: int = 4
     n_embd: int = 64
     dropout: float = 0.0
+    token_noise: float = 0.0
 
     @nn.compact
     def __call__(
@@ -160,6 +167,8 @@ class Transformer(nn.Module):
             cached_index.value = index + 1
         elif decode:  # the call that creates the cache
             self.variable("cache", "index", jnp.zeros, (), jnp.int32)
+        if train and (isinstance(self.token_noise, jax.Array) or self.token_noise > 0.0):
+            idx_BxT = self.corrupt(idx_BxT)
         tok_BxTxC = nn.Embed(self.vocab_size, self.n_embd, embedding_init=EMBED_INIT, name="wte")(
             idx_BxT
         )
@@ -176,9 +185,17 @@ class Transformer(nn.Module):
         x_BxTxC = nn.LayerNorm(epsilon=LAYERNORM_EPS, name="ln_f")(x_BxTxC)
         return lm_head(self.vocab_size, use_bias=False)(x_BxTxC)
 
+    def corrupt(self, idx_BxT: jax.Array) -> jax.Array:
+        """`idx_BxT` with each token replaced, with probability token_noise, by a uniformly
+        drawn one (from the 'dropout' rng stream)."""
+        replace_key, token_key = jax.random.split(self.make_rng("dropout"))
+        replaced_BxT = jax.random.bernoulli(replace_key, self.token_noise, idx_BxT.shape)
+        random_BxT = jax.random.randint(token_key, idx_BxT.shape, 0, self.vocab_size, idx_BxT.dtype)
+        return jnp.where(replaced_BxT, random_BxT, idx_BxT)
+
 
 def validate(model: ml_collections.ConfigDict) -> None:
-    """Heads split the embedding evenly; dropout is a probability."""
+    """Heads split the embedding evenly; dropout and token noise are probabilities."""
     if model.n_embd % model.n_head:
         raise UserError(
             f"config key model.n_embd={model.n_embd} must be divisible by "
@@ -186,6 +203,8 @@ def validate(model: ml_collections.ConfigDict) -> None:
         )
     if not 0.0 <= model.dropout < 1.0:
         raise UserError(f"config key model.dropout={model.dropout} must be in [0, 1)")
+    if not 0.0 <= model.token_noise <= 1.0:
+        raise UserError(f"config key model.token_noise={model.token_noise} must be in [0, 1]")
 
 
 SPECS = (
