@@ -69,7 +69,7 @@ def test_spec_is_a_sequences_model_with_defaults_as_makemore(name):
         "rnn": dict(n_embd=64, n_embd2=64),
         "gru": dict(n_embd=64, n_embd2=64),
         "bow": dict(n_embd=64, n_embd2=64),
-        "transformer": dict(n_layer=4, n_head=4, n_embd=64, dropout=0.0),
+        "transformer": dict(n_layer=4, n_head=4, n_embd=64, dropout=0.0, token_noise=0.0),
     }[name]
     assert spec.layout == "sequences"
     assert spec.hyperparameters() == expected
