@@ -138,8 +138,8 @@ def split_masses(loaded: LoadedModel) -> dict[str, Any]:
         )
     train = sorted(loaded.train_words)
     heldout = sorted(loaded.heldout_words - loaded.train_words)
-    mass_train = float(np.sum(np.exp(-word_nlls(loaded, train))))
-    mass_heldout = float(np.sum(np.exp(-word_nlls(loaded, heldout))))
+    p_W = np.exp(-word_nlls(loaded, train + heldout))  # one pass: one compiled scorer
+    mass_train, mass_heldout = float(np.sum(p_W[: len(train)])), float(np.sum(p_W[len(train) :]))
     return {
         "train": {"words": len(train), "mass": mass_train},
         "heldout": {"words": len(heldout), "mass": mass_heldout},

@@ -132,7 +132,7 @@ def test_split_masses_are_the_expected_shares_of_samples(run, workdir, seed_swee
     )
 
 
-def test_mass_on_the_command_line(workdir, tmp_path):
+def test_mass_on_the_command_line(workdir):
     result = run_cli("evaluate", "--workdir", str(workdir), "--mass")
     assert result.returncode == 0, result.stderr
     masses = json.loads(result.stdout)
