@@ -52,7 +52,7 @@ import jax_makemore
 from jax_makemore.config import resolve
 from jax_makemore.data import dataset_from_config
 from jax_makemore.layers import TANH_GAIN, BatchNorm, kaiming_normal
-from jax_makemore.models import ModelSpec, registry
+from jax_makemore.models import ModelSpec, register_model
 from jax_makemore.models.bigram import count_table
 
 HOLDS, PARTLY, FAILS = "holds", "partly holds", "does not hold"
@@ -159,9 +159,8 @@ HELPER_SPECS = (
 
 def register_helpers() -> None:
     """Add the helper models to the package's model registry (in this process)."""
-    specs = registry()
     for spec in HELPER_SPECS:
-        specs.setdefault(spec.name, spec)
+        register_model(spec)
 
 
 def helper_config(name: str) -> ml_collections.ConfigDict:

@@ -20,8 +20,8 @@ from jax_makemore.models.base import DATA_FIELDS, Layout, ModelSpec
 
 
 @functools.cache
-def registry() -> dict[str, ModelSpec]:
-    """{name: spec} of every model file in this package, discovered by import."""
+def _shipped() -> dict[str, ModelSpec]:
+    """{name: spec} of every model file in this package, discovered by import (once)."""
     specs: dict[str, ModelSpec] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name == "base":
@@ -32,6 +32,50 @@ def registry() -> dict[str, ModelSpec]:
                 raise RuntimeError(f"model name {spec.name!r} is registered twice")
             specs[spec.name] = spec
     return specs
+
+
+#: Models registered from outside the package (`register_model`), by name.
+_registered: dict[str, ModelSpec] = {}
+
+
+def registry() -> dict[str, ModelSpec]:
+    """{name: spec} of every model: the package's own files, then those given to
+    `register_model`. A new dict each call: changing it changes no registration."""
+    return {**_shipped(), **_registered}
+
+
+def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
+    """Make a model defined outside the package trainable by name, as a file under
+    `jax_makemore/models/` would: `config.model.name = spec.name` then trains, checkpoints,
+    resumes, samples and evaluates it (a process that loads its checkpoint registers it
+    first). Registering the same spec twice is a no-op; another spec under a taken name is a
+    UserError unless `replace` (a shipped model's name cannot be taken)."""
+    if not isinstance(spec, ModelSpec):
+        raise UserError(f"register_model takes a ModelSpec, got {type(spec).__name__}")
+    if spec.layout not in ("windows", "sequences"):
+        raise UserError(
+            f"model {spec.name!r}: layout {spec.layout!r} is neither 'windows' nor 'sequences'"
+        )
+    if spec.layout == "windows" and "block_size" not in spec.hyperparameters():
+        raise UserError(
+            f"model {spec.name!r}: a windows model needs a defaulted `block_size` field "
+            "(the width of its context window)"
+        )
+    if spec.name in _shipped():
+        raise UserError(f"model name {spec.name!r} is a model of the package; choose another")
+    old = _registered.get(spec.name)
+    if old is not None and old != spec and not replace:
+        raise UserError(
+            f"model name {spec.name!r} is registered already (to {old.module.__name__}); "
+            "pass replace=True to register another module under it"
+        )
+    _registered[spec.name] = spec
+    return spec
+
+
+def unregister_model(name: str) -> None:
+    """Forget a model given to `register_model` (tests; a shipped model stays)."""
+    _registered.pop(name, None)
 
 
 def model_names() -> list[str]:
@@ -109,6 +153,8 @@ __all__ = [
     "input_length",
     "model_config",
     "model_names",
+    "register_model",
     "registry",
+    "unregister_model",
     "validate_model_config",
 ]
