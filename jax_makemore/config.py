@@ -185,26 +185,93 @@ def apply_overrides(
     for key, text in overrides:
         if key == "model.name":
             continue
-        node = config
-        parts = key.split(".")
-        for depth, part in enumerate(parts):
-            if part not in node and depth == 1 and parts[0] == "model":
-                known = sorted(k for k in node.keys() if k != "name")
-                close = difflib.get_close_matches(part, known, n=1)
-                hint = f"did you mean model.{close[0]}? " if close else ""
-                raise UserError(
-                    f"unknown config key '{key}': model {node.name!r} has no hyper-parameter "
-                    f"{part!r}; {hint}it has {', '.join(known)}"
-                )
-            if part not in node:
-                known = [".".join(parts[:depth] + [k]) for k in node.keys()]
-                close = difflib.get_close_matches(key, known, n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise UserError(f"unknown config key '{key}'{hint}")
-            if depth < len(parts) - 1:
-                node = node[part]
+        node, last = _parent_node(config, key)
         with config.unlocked():
-            node[parts[-1]] = _parse_value(key, text, node[parts[-1]])
+            node[last] = _parse_value(key, text, node[last])
+
+
+def _coerce_value(key: str, value: Any, default: Any) -> Any:
+    """A Python value for `key` checked against the default's type, as `_parse_value` types a
+    string: an int where an int is (or a float with no fraction), a number where a float is,
+    a tuple (from a list or tuple) where a tuple is, a bool where a bool is."""
+
+    def bad(kind: str) -> UserError:
+        return UserError(f"config key {key}={value!r}: expected {kind}")
+
+    if isinstance(value, str) and not isinstance(default, str) and default is not None:
+        return _parse_value(key, value, default)  # a string is parsed as a flag's would be
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("True or False")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("an integer")
+        if isinstance(value, float) and not value.is_integer():
+            raise bad("an integer")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if isinstance(default, tuple | list):
+        if not isinstance(value, tuple | list):
+            raise bad(f"a tuple like {tuple(default)}")
+        return tuple(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise bad("a string")
+    return value
+
+
+def apply_values(config: ml_collections.ConfigDict, values: dict[str, Any]) -> None:
+    """Set each key of `values` to a Python value, typed by its default, in place: the API's
+    form of `apply_overrides`. `model={...}` sets hyper-parameters of `config.model`; a
+    `model={"name": NAME}` switches the model to its defaults first, as `--config.model.name`
+    does. Dotted keys (`"model.n_hidden"`) work too."""
+    flat: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat += [(f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            flat.append((key, value))
+    for key, value in flat:
+        if key == "model.name":
+            if not isinstance(value, str):
+                raise UserError(f"config key model.name={value!r}: expected a model name")
+            with config.unlocked():
+                config.model = model_config(value)
+    for key, value in flat:
+        if key == "model.name":
+            continue
+        node, last = _parent_node(config, key)
+        with config.unlocked():
+            node[last] = _coerce_value(key, value, node[last])
+
+
+def _parent_node(config: ml_collections.ConfigDict, key: str) -> tuple[Any, str]:
+    """(the sub-config that holds dotted `key`, its last part); an unknown key is the
+    one-line error of `apply_overrides`, with its did-you-mean."""
+    node = config
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if part not in node and depth == 1 and parts[0] == "model":
+            known = sorted(k for k in node.keys() if k != "name")
+            close = difflib.get_close_matches(part, known, n=1)
+            hint = f"did you mean model.{close[0]}? " if close else ""
+            raise UserError(
+                f"unknown config key '{key}': model {node.name!r} has no hyper-parameter "
+                f"{part!r}; {hint}it has {', '.join(known)}"
+            )
+        if part not in node:
+            known = [".".join(parts[:depth] + [k]) for k in node.keys()]
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"unknown config key '{key}'{hint}")
+        if depth < len(parts) - 1:
+            node = node[part]
+            if not isinstance(node, ml_collections.ConfigDict):
+                raise UserError(f"unknown config key '{key}': '{part}' has no sub-keys")
+    return node, parts[-1]
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:

@@ -132,13 +132,25 @@ class NullLog:
         return lambda *args, **kwargs: None
 
 
-class _Display:
-    """A tqdm bar on a terminal (stderr), else None: plain lines then."""
+#: How a run shows its progress: "auto" (a tqdm bar on a terminal's stderr, else plain lines),
+#: "notebook" (tqdm.auto's bar: a widget in Jupyter) or "off" (nothing but warnings).
+PROGRESS_MODES = ("auto", "notebook", "off")
 
-    def __init__(self, total: int, initial: int, unit: str) -> None:
+
+class _Display:
+    """A tqdm bar (stderr) where `mode` asks for one, else None: plain lines then, or nothing
+    but `info` lines with mode "off"."""
+
+    def __init__(self, total: int, initial: int, unit: str, mode: str = "auto") -> None:
+        if mode not in PROGRESS_MODES:
+            raise ValueError(f"progress must be one of {PROGRESS_MODES}, got {mode!r}")
         self.bar = None
-        if sys.stderr.isatty() and total > initial:
-            from tqdm import tqdm
+        self.quiet = mode == "off"
+        if total > initial and (mode == "notebook" or (mode == "auto" and sys.stderr.isatty())):
+            if mode == "notebook":
+                from tqdm.auto import tqdm
+            else:
+                from tqdm import tqdm
 
             self.bar = tqdm(
                 total=total, initial=initial, file=sys.stderr, unit=unit, dynamic_ncols=True
@@ -159,12 +171,14 @@ class StepProgress(_Display):
     """One run's steps: the bar's loss and steps/s, or a line every tenth of the run; the
     split losses of each evaluation on their own line."""
 
-    def __init__(self, total: int, start: int) -> None:
-        super().__init__(total, start, "step")
+    def __init__(self, total: int, start: int, mode: str = "auto") -> None:
+        super().__init__(total, start, "step", mode)
         self.total, self.last_print = total, start
 
     def chunk(self, step: int, losses_MxK: np.ndarray, steps_per_sec: float) -> None:
         loss = float(losses_MxK.mean())
+        if self.quiet:
+            return
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
             self.bar.set_postfix(loss=f"{loss:.4f}", steps_per_s=f"{steps_per_sec:,.0f}")
@@ -173,6 +187,8 @@ class StepProgress(_Display):
             self.last_print = step
 
     def evaluated(self, step: int, split_loss: Sequence[dict[str, float | None] | None]) -> None:
+        if self.quiet:
+            return
         shown = "  ".join(f"{s} {v:.4f}" for s, v in (split_loss[0] or {}).items() if v is not None)
         self.info(f"step {step}: {shown}")
 

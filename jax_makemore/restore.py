@@ -14,8 +14,13 @@ from flax import linen as nn
 from jax_makemore import checkpoint as ckpt
 from jax_makemore.data import Vocab, read_words, split_data
 from jax_makemore.errors import UserError
-from jax_makemore.models import ModelSpec, get_spec
+from jax_makemore.models import ModelSpec, model_names, registry
 from jax_makemore.optim import averaged_params
+
+
+def default_max_len(longest_word: int) -> int:
+    """Cap on generated characters when none is given: the longest word of the data + 10."""
+    return longest_word + 10
 
 
 def variables_of(params: Any, batch_stats: Any) -> dict[str, Any]:
@@ -41,13 +46,34 @@ class LoadedModel:
     train_words: set[str] | None  # None when the data file is gone
     heldout_words: set[str] | None
 
+    @property
+    def layout(self) -> str:
+        """The data layout the model reads: `windows` or `sequences` (its spec's)."""
+        return self.spec.layout
+
+    @property
+    def input_len(self) -> int:
+        """Length T of the model's input rows: its window width, or its padded word length L."""
+        return self.config.model.block_size if self.layout == "windows" else self.seq_len
+
+    @property
+    def default_max_len(self) -> int:
+        """Cap on generated characters when none is given: the longest word of the data + 10."""
+        return default_max_len(self.seq_len - 1)
+
 
 def load_trained(workdir: str | Path) -> LoadedModel:
     """Restore the latest checkpoint of `workdir` (params and batch_stats only; the averaged
     params in place of the raw ones when the run kept an average)."""
     meta = ckpt.restore_meta(workdir)
     config = meta.config
-    spec = get_spec(config.model.name)
+    spec = registry().get(config.model.name)
+    if spec is None:
+        raise UserError(
+            f"checkpoint in '{workdir}' holds model {config.model.name!r}, which is not "
+            f"registered in this process (register it with jax_makemore.register_model first); "
+            f"registered: {', '.join(model_names())}"
+        )
     model = spec.build(config.model, meta.vocab.size, meta.seq_len)
     state = ckpt.restore_state(workdir, meta.step)
     # the moving average of the params when the run kept one (config key ema_decay)
@@ -63,14 +89,14 @@ def load_trained(workdir: str | Path) -> LoadedModel:
         except UserError:  # the file changed since training: no new/seen labels, still usable
             pass
     return LoadedModel(
-        config,
-        meta.config_name,
-        meta.vocab,
-        meta.step,
-        meta.seq_len,
-        spec,
-        model,
-        variables,
-        train_words,
-        heldout_words,
+        config=config,
+        config_name=meta.config_name,
+        vocab=meta.vocab,
+        step=meta.step,
+        seq_len=meta.seq_len,
+        spec=spec,
+        model=model,
+        variables=variables,
+        train_words=train_words,
+        heldout_words=heldout_words,
     )

@@ -48,8 +48,11 @@ from flax import linen as nn
 
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError, run_cli
-from jax_makemore.models import input_length, registry
+from jax_makemore.models import registry
 from jax_makemore.models.base import decode_step, init_cache
+from jax_makemore.restore import LoadedModel, default_max_len
+
+__all__ = ["default_max_len", "generate", "next_char_probs", "sample_words"]
 
 #: The largest batch generated in one compiled call; larger requests run in several calls.
 MAX_SAMPLE_BATCH = 10_000
@@ -89,11 +92,6 @@ def top_k_logits(logits_BxV: jax.Array, top_k: jax.Array) -> jax.Array:
         kth_B = jnp.sort(logits_BxV, axis=-1)[:, V - top_k]
         keep_BxV = logits_BxV >= kth_B[:, None]
     return jnp.where(keep_BxV, logits_BxV, -jnp.inf)
-
-
-def default_max_len(longest_word: int) -> int:
-    """Cap on generated characters when none is given: the longest word of the data + 10."""
-    return longest_word + 10
 
 
 class _Carry(NamedTuple):
@@ -437,6 +435,47 @@ def generate(
     return [prefix + vocab.decode(row) for row in tokens_NxG]
 
 
+def sample_words(
+    trained: LoadedModel,
+    key: jax.Array,
+    num: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    prefix: str = "",
+    max_len: int = 0,
+    recompute: bool = False,
+) -> list[str]:
+    """`generate` for a trained model, which knows its own layout, input length and default
+    `max_len` (0: the longest word of its data + 10): what `sample`, `train`'s printed samples
+    and the Python API all draw with, so the same key and arguments give the same words."""
+    if max_len < 0:
+        raise UserError(f"--max_len must be >= 0, got {max_len}")
+    return generate(
+        trained.model, trained.variables, trained.vocab, key, num,
+        layout=trained.layout, input_len=trained.input_len,
+        max_len=max_len or trained.default_max_len, temperature=temperature, top_k=top_k,
+        prefix=prefix, recompute=recompute,
+    )  # fmt: skip
+
+
+def next_char_probs(trained: LoadedModel, prefix: str = "") -> np.ndarray:
+    """p_V: the model's distribution of the character after `prefix` (the boundary token's
+    probability is that the word ends there), as the sampler's first step sees it at
+    temperature 1: the window ending with `prefix`, or the word buffer's last L positions."""
+    trained.vocab.check_known(prefix, f"prefix {prefix!r}")
+    state_S, start = initial_state(trained.layout, trained.input_len, trained.vocab, prefix, 1)
+    if trained.layout == "windows":
+        row_1xT = np.asarray([state_S], np.int32)
+        logits_V = trained.model.apply(trained.variables, row_1xT, train=False)[0]
+    else:
+        L = trained.input_len
+        first = max(0, start - L)
+        row_1xL = np.asarray([state_S[first : first + L]], np.int32)
+        logits_V = trained.model.apply(trained.variables, row_1xL, train=False)[0, start - 1 - first]
+    return np.asarray(jax.nn.softmax(logits_V.astype(jnp.float32)), np.float64)
+
+
 def label_words(words: Sequence[str], train_words: set[str], heldout_words: set[str]) -> list[str]:
     """'in train', 'in val/test' or 'new' for each word (makemore's sample printout)."""
     return [
@@ -484,23 +523,11 @@ def main(argv: Sequence[str]) -> int:
         help="recompute the whole word at every step instead of decoding from the cache",
     )
     args = parser.parse_args(argv)
-    if args.max_len < 0:
-        raise UserError(f"--max_len must be >= 0, got {args.max_len}")
     loaded = load_trained(args.workdir)
-    words = generate(
-        loaded.model,
-        loaded.variables,
-        loaded.vocab,
-        jax.random.PRNGKey(args.seed),
-        args.num,
-        layout=loaded.spec.layout,
-        input_len=input_length(loaded.config.model, loaded.seq_len),
-        max_len=args.max_len or default_max_len(loaded.seq_len - 1),
-        temperature=args.temperature,
-        top_k=args.top_k,
-        prefix=args.prefix,
-        recompute=args.recompute,
-    )
+    words = sample_words(
+        loaded, jax.random.PRNGKey(args.seed), args.num, temperature=args.temperature,
+        top_k=args.top_k, prefix=args.prefix, max_len=args.max_len, recompute=args.recompute,
+    )  # fmt: skip
     sys.stdout.write("".join(w + "\n" for w in words))
     sys.stdout.flush()
     print(summarize(words, loaded.train_words, loaded.heldout_words), file=sys.stderr)

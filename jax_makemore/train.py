@@ -36,8 +36,8 @@ from jax_makemore.loop import ChunkOut, Loop, MemberRun, chunk_ends
 from jax_makemore.loss import evaluate_loss, make_eval_step, mean_nll
 from jax_makemore.models import ModelSpec, get_spec, input_length
 from jax_makemore.optim import averaged_params, build_optimizer, learning_rate_schedule
-from jax_makemore.restore import variables_of
-from jax_makemore.sample import default_max_len, generate, label_words
+from jax_makemore.restore import LoadedModel, variables_of
+from jax_makemore.sample import label_words, sample_words
 from jax_makemore.workdir import check_checkpoint, prepare_workdir
 
 
@@ -375,21 +375,37 @@ def train_and_evaluate(
     resume: bool = False,
     overwrite: bool = False,
     num_samples: int | None = None,
+    progress: str = "auto",
 ) -> dict[str, Any]:
     """Train `config` in `workdir`, evaluate every split, checkpoint, and return results.json
     (with `samples` when `num_samples`, default config.num_samples, is > 0). A SIGINT/SIGTERM
     raises `Interrupted` after saving a checkpoint that `resume=True` continues; a diverged run
-    raises DivergedError."""
+    raises DivergedError. `progress`: see `train_run`."""
+    return train_run(config, config_name, workdir, resume, overwrite, num_samples, progress)[1]
+
+
+def train_run(
+    config: ml_collections.ConfigDict,
+    config_name: str,
+    workdir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    num_samples: int | None = None,
+    progress: str = "auto",
+) -> tuple[Run, dict[str, Any]]:
+    """`train_and_evaluate`, returning the trained `Run` (its state in memory) with the
+    results. `progress`: "auto" (a tqdm bar on a terminal's stderr, else a line every tenth of
+    the run), "notebook" (tqdm.auto: a widget in Jupyter) or "off" (only warnings)."""
     t_start = time.perf_counter()
     r = start_run(config, config_name, Path(workdir), resume, overwrite)
     primary = parallel.is_primary()
     log = (
         RunLog(r.workdir, r.step if resume else None, config.tensorboard) if primary else NullLog()
     )
-    progress = StepProgress(config.num_steps, r.step) if primary else NullLog()
+    shown = StepProgress(config.num_steps, r.step, progress) if primary else NullLog()
     member = MemberRun(r.workdir, config, log)
     loop = Loop(
-        r, [member], config, progress,
+        r, [member], config, shown,
         {"config": config_name, "num_params": num_params(r.state.params)},
         extra_periods=(r.diagnostics_every,), compile_seconds=lambda: r.compile_seconds,
         t_start=t_start,
@@ -404,20 +420,28 @@ def train_and_evaluate(
             results["samples"] = final_samples(r, n)
             log.samples([w for w, _ in results["samples"]], r.step)
     finally:
-        progress.close()
+        shown.close()
         log.close()
-    return results
+    return r, results
+
+
+def trained_model(r: Run) -> LoadedModel:
+    """The run's model as `restore.load_trained` would give it back from the workdir: the
+    averaged params when the run keeps an average, the split's words for the labels."""
+    ds = r.ds
+    return LoadedModel(
+        config=r.config, config_name=r.config_name, vocab=ds.vocab, step=r.step,
+        seq_len=ds.seq_len, spec=r.spec, model=r.model,
+        variables=r.variables(averaged=r.config.ema_decay > 0),
+        train_words=set(ds.words[0]), heldout_words=set(ds.words[1]) | set(ds.words[2]),
+    )  # fmt: skip
 
 
 def final_samples(r: Run, n: int) -> list[tuple[str, str]]:
     """`n` words from the trained model, each labelled new / in train / in val/test."""
-    averaged = r.config.ema_decay > 0  # sample as `sample` does: from the averaged params
-    words = generate(
-        r.model, r.variables(averaged), r.ds.vocab, r.sample_key, n,
-        layout=r.spec.layout, input_len=input_length(r.config.model, r.ds.seq_len),
-        max_len=default_max_len(r.ds.longest_word),
-    )  # fmt: skip
-    labels = label_words(words, set(r.ds.words[0]), set(r.ds.words[1]) | set(r.ds.words[2]))
+    trained = trained_model(r)
+    words = sample_words(trained, r.sample_key, n)
+    labels = label_words(words, trained.train_words, trained.heldout_words)
     return list(zip(words, labels, strict=True))
 
 
