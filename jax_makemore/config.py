@@ -198,8 +198,6 @@ def _coerce_value(key: str, value: Any, default: Any) -> Any:
     def bad(kind: str) -> UserError:
         return UserError(f"config key {key}={value!r}: expected {kind}")
 
-    if isinstance(value, str) and not isinstance(default, str) and default is not None:
-        return _parse_value(key, value, default)  # a string is parsed as a flag's would be
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise bad("True or False")

@@ -1,0 +1,255 @@
+"""The Python API: what `import jax_makemore as jm` exports, for a notebook or a script.
+
+    config = jm.get_config("mlp", num_steps=20_000, model={"n_hidden": 100})
+    run = jm.train(config, workdir="runs/mlp_small")
+    run.sample(10, seed=0, prefix="ma"); run.losses(); run.score(["emma"])
+    again = jm.load("runs/mlp_small")
+
+Every command is a thin parser over these same functions: `jm.train` writes the workdir the
+`train` command writes, and `Run.sample` draws the words the `sample` command prints for the
+same workdir, seed and arguments. Bad input raises `UserError` with the command's one-line
+message; nothing here prints on stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from jax_makemore import config as config_lib
+from jax_makemore.data import SPLITS, Dataset, dataset_from_config
+from jax_makemore.errors import Interrupted, UserError
+from jax_makemore.restore import LoadedModel, load_trained
+from jax_makemore.workdir import RESULTS_FILE
+
+#: The config name of each config `get_config` returned (by object id, while it lives), so that
+#: `train(config)` picks the command's default workdir `runs/<config name>`.
+_CONFIG_NAMES: dict[int, str] = {}
+
+
+def configs() -> list[str]:
+    """The names of the named configs (`jax_makemore/configs/NAME.py`)."""
+    return config_lib.available_configs()
+
+
+def models() -> list[str]:
+    """The names of the registered models: the package's own and those of `register_model`."""
+    from jax_makemore.models import model_names
+
+    return model_names()
+
+
+def get_config(name_or_path: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """The config `train --config NAME|PATH` resolves, with `overrides` applied as Python values
+    typed and validated as `--config.KEY=VALUE` is: `num_steps=20_000`,
+    `model={"n_hidden": 100}` (hyper-parameters), `model={"name": "gru"}` (another model, at its
+    defaults). The result may be edited further (`config.model.n_hidden = 50`); `train`
+    validates it again."""
+    config, name = config_lib.load_config(name_or_path)
+    config_lib.apply_values(config, overrides)
+    config_lib.validate_config(config)
+    _remember_name(config, name)
+    return config
+
+
+def _remember_name(config: ml_collections.ConfigDict, name: str) -> None:
+    key = id(config)
+    _CONFIG_NAMES[key] = name
+    weakref.finalize(config, _CONFIG_NAMES.pop, key, None)
+
+
+def _progress_mode(progress: bool | str) -> str:
+    """The loop's display: a notebook's widget in Jupyter, a terminal's bar or lines elsewhere."""
+    if isinstance(progress, str):
+        return progress
+    if not progress:
+        return "off"
+    in_kernel = "ipykernel" in sys.modules
+    return "notebook" if in_kernel else "auto"
+
+
+def train(
+    config: ml_collections.ConfigDict | str,
+    workdir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | str = True,
+    **overrides: Any,
+) -> Run:
+    """Train `config` (a config from `get_config`, or a config name or path, with `overrides`
+    as in `get_config`) into `workdir` (default `runs/<config name>`, as the command), and
+    return the trained `Run`, ready to sample and score without a reload.
+
+    `resume` continues the workdir's checkpoint (bit-identical to an uninterrupted run),
+    `overwrite` replaces it; a workdir holding a checkpoint needs one of them. `progress`:
+    True (a tqdm bar: a widget in Jupyter), False (nothing but warnings), or a mode of
+    `logs.PROGRESS_MODES`. Ctrl-C (a notebook's interrupt) saves a checkpoint at the current
+    step, then raises KeyboardInterrupt; `resume=True` continues it."""
+    from jax_makemore.train import train_run, trained_model
+
+    if isinstance(config, str):
+        config = get_config(config, **overrides)
+    elif overrides:
+        config = config.copy_and_resolve_references()
+        config_lib.apply_values(config, overrides)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(
+            f"train takes a config from get_config or a config name, got {type(config).__name__}"
+        )
+    name = _CONFIG_NAMES.get(id(config), "config")
+    config = config.copy_and_resolve_references()  # the caller's config stays as it was
+    config_lib.validate_config(config)
+    workdir = Path(workdir) if workdir is not None else Path("runs") / name
+    try:
+        r, results = train_run(
+            config, name, workdir, resume=resume, overwrite=overwrite, num_samples=0,
+            progress=_progress_mode(progress),
+        )  # fmt: skip
+    except Interrupted as stop:
+        raise KeyboardInterrupt(
+            f"training stopped by signal {stop.signum}; the checkpoint in '{workdir}' "
+            "continues with resume=True"
+        ) from None
+    return Run(trained_model(r), workdir, results)
+
+
+def load(workdir: str | Path) -> Run:
+    """The trained model of any workdir `train` wrote (the command's or `jm.train`'s), at its
+    latest checkpoint: the same `Run` that `train` returns."""
+    workdir = Path(workdir)
+    return Run(load_trained(workdir), workdir, None)
+
+
+class Run:
+    """A trained model and its run directory: sample from it, score words, read its losses.
+
+    `model` is the Flax Linen module and `variables` its params (the moving average when the
+    run kept one, as `sample` and `evaluate` use) and running statistics, for
+    `model.apply(run.variables, idx_BxT, train=False)`; `vocab` maps characters to ids.
+    """
+
+    def __init__(self, trained: LoadedModel, workdir: Path, results: dict[str, Any] | None) -> None:
+        self.trained = trained
+        self.workdir = workdir
+        self._results = results
+        self._losses: dict[str, float | None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Run(workdir='{self.workdir}', model={self.config.model.name!r}, "
+            f"step={self.step}, params={self.num_params:,})"
+        )
+
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        return self.trained.config
+
+    @property
+    def model(self) -> Any:
+        return self.trained.model
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        return self.trained.variables
+
+    @property
+    def vocab(self) -> Any:
+        return self.trained.vocab
+
+    @property
+    def step(self) -> int:
+        return self.trained.step
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(p.size for p in jax.tree.leaves(self.trained.variables["params"])))
+
+    @property
+    def results(self) -> dict[str, Any] | None:
+        """The dict written to `results.json` (None while the run has not finished)."""
+        if self._results is None:
+            path = self.workdir / RESULTS_FILE
+            if path.is_file():
+                import json
+
+                self._results = json.loads(path.read_text(encoding="utf-8"))
+        return self._results
+
+    def losses(self, splits: Sequence[str] = SPLITS) -> dict[str, float | None]:
+        """Mean NLL per character of each split, re-cut exactly as in training (None for an
+        empty split): what `evaluate --workdir` prints, equal to results.json's `loss` (its
+        `loss_ema` when the run kept a moving average of the params)."""
+        from jax_makemore.evaluate import split_losses
+
+        if self._losses is None:
+            self._losses = split_losses(self.trained, SPLITS)
+        return {s: self._losses[s] for s in splits}
+
+    def sample(
+        self,
+        num: int = 10,
+        *,
+        seed: int = 0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        prefix: str = "",
+        max_len: int = 0,
+        **options: Any,
+    ) -> list[str]:
+        """`num` words, the ones `sample --workdir W --num N --seed S ...` prints for the same
+        arguments (`max_len` 0: the longest word of the data + 10). Further keyword options
+        are the sampler's (`sample.sample_words`)."""
+        from jax_makemore.sample import sample_words
+
+        return sample_words(
+            self.trained, jax.random.PRNGKey(seed), num, temperature=temperature,
+            top_k=top_k, prefix=prefix, max_len=max_len, **options,
+        )  # fmt: skip
+
+    def score(self, words: Sequence[str]) -> list[dict[str, Any]]:
+        """Each word's NLL as `evaluate --score` prints it: {"word", "nll" (total over
+        len(word) + 1 predictions, the end token included), "nll_per_char"}."""
+        from jax_makemore.evaluate import score_words
+
+        if isinstance(words, str):
+            words = [words]
+        return score_words(self.trained, list(words))
+
+    def next_char_probs(self, prefix: str = "") -> dict[str, float]:
+        """{character: probability} of the character after `prefix`, summing to 1; the
+        boundary token's entry (`run.vocab.boundary`, usually ".") is the probability that the
+        word ends there."""
+        from jax_makemore.sample import next_char_probs
+
+        p_V = next_char_probs(self.trained, prefix)
+        return {c: float(p) for c, p in zip(self.vocab.itos, p_V, strict=True)}
+
+    def label(self, words: Sequence[str]) -> list[str]:
+        """'in train', 'in val/test' or 'new' for each word (the labels `train` prints)."""
+        from jax_makemore.sample import label_words
+
+        t = self.trained
+        if t.train_words is None or t.heldout_words is None:
+            raise UserError(f"data file '{t.config.data_path}' is missing: no labels")
+        return label_words(words, t.train_words, t.heldout_words)
+
+    def data(self) -> Dataset:
+        """The run's data as training saw it: the vocabulary, the split words and their arrays
+        (`.split("train") -> (X, Y)`), in the model's layout."""
+        t = self.trained
+        return dataset_from_config(t.config, vocab=t.vocab, seq_len=t.seq_len)
+
+
+def load_data(config: ml_collections.ConfigDict | str) -> Dataset:
+    """The data a config trains on: its vocabulary (`.vocab`), split words (`.words`: train,
+    val, test) and arrays in the model's layout (`.split(name) -> (X, Y)`)."""
+    if isinstance(config, str):
+        config = get_config(config)
+    return dataset_from_config(config)
