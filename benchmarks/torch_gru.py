@@ -1,9 +1,9 @@
 """PyTorch reference for the `gru` model: makemore.py's `--type gru` (its GRUCell: reset gate,
 candidate, update gate; a learned start state, wte, lm_head), trained with makemore's step and
-sampled with makemore's `generate` (both in scripts/torch_transformer.py), for the throughput
+sampled with makemore's `generate` (both in benchmarks.torch_transformer), for the throughput
 benchmark. The JAX version is jax_makemore/models/rnn.py.
 
-    python scripts/torch_gru.py [--steps N] [--compile]   # random data, prints steps/s
+    python -m benchmarks.torch_gru [--steps N] [--compile]   # random data, prints steps/s
 
 torch is imported inside the functions: it is an optional extra (`pip install -e '.[bench]'`).
 Shape letters: B batch, T positions, E n_embd, H n_embd2, V vocab_size.
@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from torch_transformer import TorchTrainer, random_words
+from benchmarks.torch_transformer import TorchTrainer, random_words
 
 
 def make_gru(vocab_size: int, block_size: int, n_embd: int = 64, n_embd2: int = 64) -> Any:

@@ -1,9 +1,9 @@
 """PyTorch reference for the `transformer` model: makemore.py's Transformer (GPT-2 block,
 PyTorch default init, no dropout), makemore's training step (AdamW on padded words; eager or
 under `torch.compile`) and makemore's `generate`, for the throughput benchmark. The step and
-`generate` serve every makemore model (scripts/torch_gru.py).
+`generate` serve every makemore model (benchmarks.torch_gru).
 
-    python scripts/torch_transformer.py [--steps N]   # random data, prints steps/s
+    python -m benchmarks.torch_transformer [--steps N]   # random data, prints steps/s
 
 torch is imported inside the functions: it is an optional extra (`pip install -e '.[bench]'`).
 Shape letters: N words, L padded word length, B batch, T positions, C n_embd, V vocab_size.

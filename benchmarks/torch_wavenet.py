@@ -3,9 +3,9 @@
 The layers are written out as in the lecture (makemore part 5): Embedding, FlattenConsecutive,
 Linear without bias (randn / sqrt(fan_in)), BatchNorm1d over (batch, time) with momentum 0.1,
 Tanh, ..., and a last Linear scaled by 0.1; plain SGD. `torch_wavenet_chars_per_sec` times its
-training steps on context windows, so `scripts/bench.py` can put the JAX forms beside it.
+training steps on context windows, so `benchmarks` can put the JAX forms beside it.
 
-    python scripts/torch_wavenet.py [--steps N]
+    python -m benchmarks.torch_wavenet [--steps N]
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import time
 import numpy as np
 
 
-def _build(vocab_size: int, block_size: int, n_embd: int, n_hidden: int, generator):
+def _shape_layers(generator):
+    """The lecture's Embedding, FlattenConsecutive and Tanh layers (torch tensors, no nn)."""
     import torch
 
     class Embedding:
@@ -37,6 +38,20 @@ def _build(vocab_size: int, block_size: int, n_embd: int, n_hidden: int, generat
 
         def parameters(self):
             return []
+
+    class Tanh:
+        def __call__(self, x):
+            return torch.tanh(x)
+
+        def parameters(self):
+            return []
+
+    return Embedding, FlattenConsecutive, Tanh
+
+
+def _weight_layers(generator):
+    """The lecture's Linear (randn / sqrt(fan_in)) and BatchNorm1d over (batch, time)."""
+    import torch
 
     class Linear:
         def __init__(self, fan_in, fan_out, bias=True):
@@ -70,13 +85,15 @@ def _build(vocab_size: int, block_size: int, n_embd: int, n_hidden: int, generat
         def parameters(self):
             return [self.gamma, self.beta]
 
-    class Tanh:
-        def __call__(self, x):
-            return torch.tanh(x)
+    return Linear, BatchNorm1d
 
-        def parameters(self):
-            return []
 
+def _build(vocab_size: int, block_size: int, n_embd: int, n_hidden: int, generator):
+    """The lecture's layers for windows of `block_size` (a power of two) and their parameters."""
+    import torch
+
+    Embedding, FlattenConsecutive, Tanh = _shape_layers(generator)
+    Linear, BatchNorm1d = _weight_layers(generator)
     layers = [Embedding(vocab_size, n_embd)]
     fan_in = n_embd
     for _ in range(block_size.bit_length() - 1):
