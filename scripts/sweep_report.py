@@ -40,9 +40,8 @@ from jax_makemore.config import get_value
 from jax_makemore.errors import UserError, run_cli
 from jax_makemore.evaluate import ensemble_dirs, seen_word_preference, split_masses
 from jax_makemore.logs import read_jsonl
-from jax_makemore.models import input_length
 from jax_makemore.restore import load_trained
-from jax_makemore.sample import default_max_len, generate, label_words
+from jax_makemore.sample import label_words, sample_words
 
 
 def config_value(config: ml_collections.ConfigDict, dotted_key: str) -> object:
@@ -58,11 +57,7 @@ def member_row(member_dir: Path, num: int, key: str | None = None) -> tuple[obje
     """(the member's value at `key`, or "all"; its losses and sampled-word shares)."""
     loaded = load_trained(member_dir)
     results = json.loads((member_dir / "results.json").read_text())
-    words = generate(
-        loaded.model, loaded.variables, loaded.vocab, jax.random.PRNGKey(0), num,
-        layout=loaded.spec.layout, input_len=input_length(loaded.config.model, loaded.seq_len),
-        max_len=default_max_len(loaded.seq_len - 1),
-    )  # fmt: skip
+    words = sample_words(loaded, jax.random.PRNGKey(0), num)
     train_words, heldout_words = loaded.train_words or set(), loaded.heldout_words or set()
     labels = label_words(words, train_words, heldout_words)
     copies, heldout = labels.count("in train") / num, labels.count("in val/test") / num

@@ -266,13 +266,7 @@ def test_mismatched_members_and_bad_dirs_are_one_line_errors(workdir, seed_sweep
 def test_sweep_report_reads_a_sweep_or_its_run_dirs_alike(seed_sweep, capsys):
     """scripts/sweep_report.py: grouped by a config key, each row is that member's results.json;
     the sweep directory and its members listed one by one give the same table."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "sweep_report.py"
-    spec = importlib.util.spec_from_file_location("sweep_report", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    import sweep_report as report  # scripts/ is on pytest's pythonpath
     sweep_dir, members = seed_sweep
     assert report.main([str(sweep_dir), "--key", "seed", "--num", "50"]) == 0
     by_sweep = capsys.readouterr().out.splitlines()

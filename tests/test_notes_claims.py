@@ -1,10 +1,9 @@
-"""scripts/notes_claims.py: the verdict rule on constructed inputs, the exact demonstrations
-(keepdim, the zero gradient of b1, the std of tanh(N(0, 1))), the helper models and measures,
+"""The notes-claims command (the `claims` package behind scripts/notes_claims.py): the verdict
+rule on constructed inputs, the exact demonstrations (keepdim, the zero gradient of b1, the std of tanh(N(0, 1))), the helper models and measures,
 and (slow) `--quick`, which must write both reports with every claim and a verdict each."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,6 +16,8 @@ import numpy as np
 import pytest
 from conftest import REPO, write_small_names
 
+from claims import bigram, context, exact, helpers, initialisation, runner, verdict
+
 SCRIPT = REPO / "scripts" / "notes_claims.py"
 
 #: Every claim the report must carry.
@@ -27,31 +28,17 @@ CLAIM_KEYS = {
 }  # fmt: skip
 
 
-def load_script():
-    """The script as a module (registered in sys.modules, as dataclasses need)."""
-    if "notes_claims" in sys.modules:
-        return sys.modules["notes_claims"]
-    spec = importlib.util.spec_from_file_location("notes_claims", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["notes_claims"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-nc = load_script()
-
-
 # --- the verdict rule ------------------------------------------------------------------------
 
 
 def test_difference_part_holds_only_with_the_claimed_sign_beyond_twice_the_spread():
     lower = [2.00, 2.01, 1.99, 2.00]
     higher = [2.10, 2.11, 2.09, 2.10]
-    assert nc.difference_part("a below b", lower, higher, -1)["holds"]
-    assert not nc.difference_part("a above b", lower, higher, +1)["holds"]  # wrong sign
+    assert verdict.difference_part("a below b", lower, higher, -1)["holds"]
+    assert not verdict.difference_part("a above b", lower, higher, +1)["holds"]  # wrong sign
     noisy = [1.8, 2.4, 2.0, 2.2]  # mean 2.1, but a spread far larger than 0.1
-    assert not nc.difference_part("a below b", lower, noisy, -1)["holds"]
-    part = nc.difference_part("a below b", lower, higher, -1)
+    assert not verdict.difference_part("a below b", lower, noisy, -1)["holds"]
+    part = verdict.difference_part("a below b", lower, higher, -1)
     assert part["difference"] == pytest.approx(-0.10)
     assert part["spread"] == pytest.approx(np.hypot(np.std(lower, ddof=1), np.std(higher, ddof=1)))
 
@@ -59,34 +46,34 @@ def test_difference_part_holds_only_with_the_claimed_sign_beyond_twice_the_sprea
 def test_paired_difference_uses_the_spread_of_per_seed_differences():
     a = [1.0, 2.0, 3.0, 4.0]
     b = [1.1, 2.1, 3.1, 4.1]  # each seed 0.1 above: unpaired spread is huge, paired is 0
-    assert not nc.difference_part("a below b", a, b, -1)["holds"]
-    paired = nc.difference_part("a below b", a, b, -1, paired=True)
+    assert not verdict.difference_part("a below b", a, b, -1)["holds"]
+    paired = verdict.difference_part("a below b", a, b, -1, paired=True)
     assert paired["holds"] and paired["spread"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_figure_and_bound_parts():
-    assert nc.figure_part("≈ 0.63", 0.6278, 0.63, 0.005)["holds"]
-    assert not nc.figure_part("~2.42", 2.454, 2.42, 0.005)["holds"]
-    assert nc.bound_part("below", 0.5, 1.0, below=True)["holds"]
-    assert not nc.bound_part("below", 1.5, 1.0, below=True)["holds"]
-    assert nc.bound_part("above", 1.5, 1.0, below=False)["holds"]
+    assert verdict.figure_part("≈ 0.63", 0.6278, 0.63, 0.005)["holds"]
+    assert not verdict.figure_part("~2.42", 2.454, 2.42, 0.005)["holds"]
+    assert verdict.bound_part("below", 0.5, 1.0, below=True)["holds"]
+    assert not verdict.bound_part("below", 1.5, 1.0, below=True)["holds"]
+    assert verdict.bound_part("above", 1.5, 1.0, below=False)["holds"]
 
 
 def test_combine_gives_each_verdict():
     yes, no = {"holds": True}, {"holds": False}
-    assert nc.combine([yes, yes]) == nc.HOLDS == "holds"
-    assert nc.combine([yes, no]) == nc.PARTLY == "partly holds"
-    assert nc.combine([no, no]) == nc.FAILS == "does not hold"
+    assert verdict.combine([yes, yes]) == verdict.HOLDS == "holds"
+    assert verdict.combine([yes, no]) == verdict.PARTLY == "partly holds"
+    assert verdict.combine([no, no]) == verdict.FAILS == "does not hold"
     with pytest.raises(ValueError):
-        nc.combine([])
+        verdict.combine([])
 
 
 # --- exact demonstrations --------------------------------------------------------------------
 
 
 def test_keepdim_wrong_table_rows_do_not_sum_to_one(tmp_path):
-    counts, vocab = nc.whole_file_counts(write_small_names(tmp_path))
-    right, wrong = nc.keepdim_tables(counts + 1)
+    counts, vocab = bigram.whole_file_counts(write_small_names(tmp_path))
+    right, wrong = exact.keepdim_tables(counts + 1)
     np.testing.assert_allclose(right.sum(1), 1.0, atol=1e-12)
     assert np.abs(wrong.sum(1) - 1).max() > 0.1
     assert not np.allclose(right, wrong)
@@ -99,20 +86,20 @@ def test_keepdim_wrong_table_rows_do_not_sum_to_one(tmp_path):
 
 def test_keepdim_on_a_constructed_table():
     counts = np.array([[1.0, 3.0], [6.0, 2.0]])
-    right, wrong = nc.keepdim_tables(counts)
+    right, wrong = exact.keepdim_tables(counts)
     np.testing.assert_allclose(right, [[0.25, 0.75], [0.75, 0.25]])
     np.testing.assert_allclose(wrong, [[1 / 4, 3 / 8], [6 / 4, 2 / 8]])  # column j / row j's sum
 
 
 def test_tanh_of_a_standard_normal_has_std_0_6278():
-    assert nc.tanh_std_exact() == pytest.approx(0.62793, abs=1e-5)  # a dense trapezoid agrees
-    assert abs(nc.tanh_std_sampled(1_000_000) - 0.6278) < 0.005
+    assert exact.tanh_std_exact() == pytest.approx(0.62793, abs=1e-5)  # a dense trapezoid agrees
+    assert abs(exact.tanh_std_sampled(1_000_000) - 0.6278) < 0.005
 
 
 def test_b1_gradient_is_zero_under_batchnorm(tmp_path):
-    ds = nc.dataset(write_small_names(tmp_path), 3)
+    ds = runner.dataset(write_small_names(tmp_path), 3)
     X, Y = ds.split("train")
-    g = nc.b1_gradient(jnp.asarray(X[:32]), jnp.asarray(Y[:32]), ds.vocab.size)
+    g = exact.b1_gradient(jnp.asarray(X[:32]), jnp.asarray(Y[:32]), ds.vocab.size)
     assert g["rms_other_grads"] > 1e-4  # the other gradients are not zero
     assert g["ratio"] < 1e-6
     assert g["max_logit_change_b1_plus_5"] < 1e-4
@@ -122,20 +109,43 @@ def test_b1_gradient_is_zero_under_batchnorm(tmp_path):
 
 
 def test_helper_models_register_and_build():
-    nc.register_helpers()
-    config = nc.helper_config("notes_deep_tanh")
+    helpers.register_helpers()
+    config = helpers.helper_config("notes_deep_tanh")
     assert config.model.name == "notes_deep_tanh" and config.model.n_layer == 5
-    assert nc.helper_config("notes_raw_bigram").full_batch  # the bigram config's recipe
+    assert helpers.helper_config("notes_raw_bigram").full_batch  # the bigram config's recipe
     x = jnp.zeros((4, 3), jnp.int32)
-    deep = nc.DeepTanhMLP(vocab_size=27)
+    deep = helpers.DeepTanhMLP(vocab_size=27)
     variables = deep.init(jax.random.PRNGKey(0), x, False)
-    stats = nc.layer_stats(
+    stats = initialisation.layer_stats(
         deep, variables, jax.random.randint(jax.random.PRNGKey(1), (64, 3), 0, 27)
     )
     assert len(stats["preact_std"]) == 5 and all(0 <= s <= 1 for s in stats["saturated"])
-    raw = nc.RawIntBigram(vocab_size=27)
+    raw = helpers.RawIntBigram(vocab_size=27)
     logits = raw.apply(raw.init(jax.random.PRNGKey(0), x[:, :1], False), x[:, :1], False)
     assert logits.shape == (4, 27)
+
+
+def test_helper_config_files_import_the_package_and_resolve(tmp_path):
+    """The files the sweep command takes as `--config PATH` import `claims.helpers` (no path
+    tricks), and jax_makemore's own config loader resolves each to its helper model."""
+    from jax_makemore.config import resolve
+
+    paths = helpers.write_helper_configs(tmp_path)
+    assert set(paths) == {"notes_raw_bigram", "notes_deep_tanh"}
+    for name, path in paths.items():
+        text = path.read_text()
+        assert "from claims.helpers import helper_config" in text
+        assert "spec_from_file_location" not in text and "sys.path" not in text
+        config, _ = resolve(str(path), [])
+        assert config.model.name == name
+
+
+def test_stat_difference_part_is_difference_part_on_aggregates():
+    a, b = [2.0, 2.1, 1.9], [2.5, 2.4, 2.6]
+    part = verdict.difference_part("a below b", a, b, -1)
+    same = verdict.stat_difference_part("a below b", part["difference"], part["spread"], -1)
+    assert same == part and part["holds"]
+    assert not verdict.stat_difference_part("x", -0.1, 0.06, -1)["holds"]  # 0.1 < 2 x 0.06
 
 
 def test_embedding_geometry_on_a_constructed_table():
@@ -148,7 +158,7 @@ def test_embedding_geometry_on_a_constructed_table():
     for c in "qxj":
         C[itos.index(c)] = (5.0, 6.0)
     C[-1] = (-20.0, -20.0)
-    g = nc.embedding_geometry(C, itos)
+    g = context.embedding_geometry(C, itos)
     assert g["within_vowel"] < g["vowel_consonant"]
     assert g["rare_centroid"] > g["other_centroid"]
     assert g["boundary_nn"] > g["letters_nn"]
@@ -156,12 +166,12 @@ def test_embedding_geometry_on_a_constructed_table():
 
 
 def test_ks_distance_and_weighted_kl():
-    assert nc.ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
-    assert nc.ks_distance([1, 1], [5, 5]) == 1.0
+    assert context.ks_distance([1, 2, 3], [1, 2, 3]) == 0.0
+    assert context.ks_distance([1, 1], [5, 5]) == 1.0
     counts = np.array([[3.0, 1.0], [0.0, 4.0]])
     probs = counts / counts.sum(1, keepdims=True)
-    assert nc.weighted_kl(counts, probs) == pytest.approx(0.0, abs=1e-12)
-    assert nc.weighted_kl(counts, np.full((2, 2), 0.5)) > 0.1
+    assert bigram.weighted_kl(counts, probs) == pytest.approx(0.0, abs=1e-12)
+    assert bigram.weighted_kl(counts, np.full((2, 2), 0.5)) > 0.1
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -179,9 +189,9 @@ def test_quick_writes_every_claim_with_a_verdict(tmp_path):
     claims = {c["key"]: c for c in report["claims"]}
     assert set(claims) == CLAIM_KEYS
     for c in claims.values():
-        assert c["verdict"] in nc.VERDICTS
+        assert c["verdict"] in verdict.VERDICTS
         assert c["parts"] and c["quote"] and c["commands"] and c["why"]
-        assert c["verdict"] == nc.combine(c["parts"])
+        assert c["verdict"] == verdict.combine(c["parts"])
     assert report["provenance"]["seeds"] == [0, 1]
     assert len(report["provenance"]["data_sha256"]) == 64
     md = (tmp_path / "claims.md").read_text()

@@ -16,11 +16,11 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from conftest import REPO, assert_png, run_cli, tiny_config, tiny_setup, write_small_names
+from conftest import assert_png, run_cli, tiny_config, tiny_setup, write_small_names
 from flax import linen as nn
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore import memory, sweep, sweep_program
+from jax_makemore import memory, sweep, sweep_members, sweep_program
 from jax_makemore.errors import Interrupted, UserError
 from jax_makemore.evaluate import split_losses
 from jax_makemore.logs import MemberProgress
@@ -70,15 +70,15 @@ def base(data, **overrides):
 
 
 def test_split_values_lists_ranges_and_tuples():
-    assert sweep.split_values("seed", "0:3") == ["0", "1", "2"]
-    assert sweep.split_values("learning_rate", "0.05, 0.1,0.2") == ["0.05", "0.1", "0.2"]
-    assert sweep.split_values("split_fractions", "(0.8,0.1,0.1),(0.9,0.05,0.05)") == [
+    assert sweep_members.split_values("seed", "0:3") == ["0", "1", "2"]
+    assert sweep_members.split_values("learning_rate", "0.05, 0.1,0.2") == ["0.05", "0.1", "0.2"]
+    assert sweep_members.split_values("split_fractions", "(0.8,0.1,0.1),(0.9,0.05,0.05)") == [
         "(0.8,0.1,0.1)",
         "(0.9,0.05,0.05)",
     ]
     for bad in ("", ",", "3:3"):
         with pytest.raises(UserError, match=r"--sweep\.seed"):
-            sweep.split_values("seed", bad)
+            sweep_members.split_values("seed", bad)
 
 
 def test_members_are_the_cross_product_with_typed_values(data):
@@ -155,8 +155,8 @@ class _Branchy(nn.Module):
 def test_a_float_the_module_branches_on_is_not_traced():
     spec = ModelSpec("branchy", _Branchy, "windows")
     model_config = ml_collections.ConfigDict({"block_size": 3, "rate": 0.5, "scale": 2.0})
-    assert sweep.traceable_model_key(spec, model_config, "scale", 27, 0)
-    assert not sweep.traceable_model_key(spec, model_config, "rate", 27, 0)
+    assert sweep_members.traceable_model_key(spec, model_config, "scale", 27, 0)
+    assert not sweep_members.traceable_model_key(spec, model_config, "rate", 27, 0)
 
 
 #: A tiny transformer (packed rows, as its config trains) for the dropout and warm-up sweeps.
@@ -412,11 +412,7 @@ def test_plot_draws_the_sweep(lr_sweep, tmp_path):
 
 @pytest.mark.slow
 def test_bench_reports_sweep_throughput(data):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench", REPO / "scripts" / "bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from benchmarks import sweep_bench as bench  # bench.Sizes: benchmarks.machine's
     config, _ = base(data)
     result = bench.bench_sweep(config, [2], bench.Sizes(quick=True), lambda text: None)
     for key in ("sweep_model_steps_per_sec", "sweep_single_steps_per_sec", "sweep_speedup"):
