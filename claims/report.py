@@ -110,8 +110,7 @@ def write_report(out: Path, claims: list[dict[str, Any]], prov: dict[str, Any]) 
         f"{b['bigram_steps']} full-batch steps, "
         + ("a first look in a few minutes (--quick). " if quick else
            "so that the whole run takes about 40 minutes on a 2-core CPU shared with other "
-           "jobs (the issue allowed 2 hours; 40 minutes keeps the reproduction cheap enough to "
-           "rerun, and 4 seeds keep every comparison's spread measurable). ")
+           "jobs (cheap enough to rerun; 4 seeds keep every comparison's spread measurable). ")
         + "Absolute losses are therefore above the 200,000-step figures of the README; every "
         "comparison is between runs of the same length.", "",
         "Verdict rule: a claim is split into parts. A claimed difference holds when the measured "
