@@ -17,10 +17,11 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from jax_makemore import DEFAULT_DATA_PATH
+from jax_makemore import DEFAULT_DATA_PATH, rundir
 from jax_makemore.config import base_config
 from jax_makemore.data import Vocab
 from jax_makemore.errors import UserError
+from jax_makemore.models import model_names, registry
 
 logging.getLogger("absl").setLevel(logging.ERROR)  # orbax is chatty at WARNING
 
@@ -57,7 +58,7 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
-    return Path(workdir).resolve() / "checkpoints"
+    return rundir.checkpoints_dir(workdir)
 
 
 def make_manager(
@@ -154,7 +155,14 @@ def _with_defaults(saved: dict[str, Any]) -> ml_collections.ConfigDict:
     """The saved config over today's defaults for its model, so that a key added to the
     package since the checkpoint was written reads its default instead of failing, and a
     model key since removed (a hyper-parameter turned into a call-time choice) is dropped."""
-    config = base_config(saved["model"]["name"])
+    name = saved["model"]["name"]
+    if name not in registry():
+        raise UserError(
+            f"the checkpoint holds model {name!r}, which is not registered in this process "
+            f"(a model from outside the package: jax_makemore.register_model it first); "
+            f"registered: {', '.join(model_names())}"
+        )
+    config = base_config(name)
     saved = {**saved, "model": {k: v for k, v in saved["model"].items() if k in config.model}}
 
     def merge(node: ml_collections.ConfigDict, values: dict[str, Any]) -> None:

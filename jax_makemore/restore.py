@@ -14,7 +14,7 @@ from flax import linen as nn
 from jax_makemore import checkpoint as ckpt
 from jax_makemore.data import Vocab, read_words, split_data
 from jax_makemore.errors import UserError
-from jax_makemore.models import ModelSpec, model_names, registry
+from jax_makemore.models import ModelSpec, get_spec
 from jax_makemore.optim import averaged_params
 
 
@@ -67,13 +67,7 @@ def load_trained(workdir: str | Path) -> LoadedModel:
     params in place of the raw ones when the run kept an average)."""
     meta = ckpt.restore_meta(workdir)
     config = meta.config
-    spec = registry().get(config.model.name)
-    if spec is None:
-        raise UserError(
-            f"checkpoint in '{workdir}' holds model {config.model.name!r}, which is not "
-            f"registered in this process (register it with jax_makemore.register_model first); "
-            f"registered: {', '.join(model_names())}"
-        )
+    spec = get_spec(config.model.name)  # registered: restore_meta checked
     model = spec.build(config.model, meta.vocab.size, meta.seq_len)
     state = ckpt.restore_state(workdir, meta.step)
     # the moving average of the params when the run kept one (config key ema_decay)
