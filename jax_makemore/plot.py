@@ -79,17 +79,6 @@ __all__ = [
 DEFAULT_DPI = {"bigram": 80}
 
 
-def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend, for callers that draw through pyplot."""
-    require_matplotlib()
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def save_figure(fig: Figure, path: Path, dpi: int) -> Path:
     """Write `fig` to `path` cropped to its content; a pyplot figure is closed after."""
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
