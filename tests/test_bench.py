@@ -286,3 +286,23 @@ def test_quick_bench_gru_against_makemore_torch(small_names, tmp_path):
 def number(v: float) -> str:
     """The tables' format: thousands separators from 100 on, two decimals below."""
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+def test_the_shim_and_the_package_entry_point_print_the_same_table():
+    """`python scripts/bench.py` is a shim over the `benchmarks` package: both commands give
+    the README table of a committed bench JSON, one row per figure."""
+    out = REPO / "docs" / "experiments" / "bench" / "cpu-2core-dev-mlp.json"
+    r = json.loads(out.read_text())
+
+    def table(*command: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, *command, "--markdown", f"mlp={out}"],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    shim = table(str(REPO / "scripts" / "bench.py"))
+    assert shim == table("-m", "benchmarks")
+    assert f"| device | {r['device']} |" in shim.splitlines()
+    assert f"| compile, train chunk (s) | {number(r['compile_seconds'])} |" in shim.splitlines()
