@@ -3,8 +3,8 @@
 The forward pass is cut into the small steps of the lecture so that every step's local
 derivative is one line, and `manual_backward` chains those lines back from the loss to every
 intermediate and every parameter without `jax.grad`. The same derivative then collapses into
-two fused formulas (`cross_entropy_backward`, `batchnorm_backward`) that `fused_backward` uses
-and that `batchnorm_train` wires into a `jax.custom_vjp` for `layers.BatchNorm`.
+two fused formulas (`cross_entropy_backward`, and `layers.batchnorm_backward`, the one that
+`layers.BatchNorm(fused_backward=True)` trains with) that `fused_backward` uses.
 
 Shape letters: B batch, T block (context length), E embedding, H hidden, V vocab.
 `SHAPES` lists every intermediate's shape in those letters.
@@ -20,11 +20,12 @@ convention explicitly.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
 import jax.numpy as jnp
+
+from jax_makemore.layers import batchnorm_backward
 
 Params = dict[str, jax.Array]
 
@@ -223,32 +224,6 @@ def cross_entropy_backward(logits_BxV: jax.Array, Y_B: jax.Array) -> jax.Array:
     ) / B
 
 
-def batchnorm_backward(
-    dhpreact: jax.Array,
-    bngain: jax.Array,
-    bnraw: jax.Array,
-    bnvar_inv: jax.Array,
-    *,
-    bessel: bool = True,
-) -> jax.Array:
-    """d loss / d hprebn of BatchNorm in one formula, given d loss / d hpreact.
-
-    Reduces over every axis but the last (n = their product):
-
-        dhprebn = bngain * bnvar_inv / n * (n * dhpreact - sum(dhpreact)
-                                            - n / dof * bnraw * sum(dhpreact * bnraw))
-
-    with dof = n - 1 under Bessel's correction (the lecture's n / (n - 1)) and n otherwise.
-    The formula is exact with eps > 0 because it is written in bnraw and bnvar_inv.
-    """
-    axes = tuple(range(dhpreact.ndim - 1))
-    n = math.prod(dhpreact.shape[:-1])
-    dof = n - 1 if bessel else n
-    sum_d = dhpreact.sum(axes, keepdims=True)
-    sum_draw = (dhpreact * bnraw).sum(axes, keepdims=True)
-    return bngain * bnvar_inv / n * (n * dhpreact - sum_d - n / dof * bnraw * sum_draw)
-
-
 def fused_forward(
     params: Params, X_BxT: jax.Array, Y_B: jax.Array, *, bessel: bool = True, eps: float = 1e-5
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -316,38 +291,3 @@ def fused_backward(
         "W2": dW2,
         "b2": db2,
     }
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batchnorm_train(
-    x: jax.Array, gain: jax.Array, bias: jax.Array, eps: float
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """BatchNorm's training forward over every axis but the last, with the biased variance
-    (exactly `layers.BatchNorm`'s formula): returns (y, mean, var), the batch statistics
-    without the reduced axes. Its VJP is the one-formula `batchnorm_backward` instead of
-    autodiff's chain of small steps; `eps` is a Python float."""
-    return _batchnorm_train_fwd(x, gain, bias, eps)[0]
-
-
-def _batchnorm_train_fwd(x, gain, bias, eps):
-    axes = tuple(range(x.ndim - 1))
-    mean = x.mean(axis=axes)
-    var = ((x - mean) ** 2).mean(axis=axes)
-    var_inv = jax.lax.rsqrt(var + eps)
-    y = (x - mean) * var_inv * gain + bias
-    return (y, mean, var), (x, mean, var_inv, gain)
-
-
-def _batchnorm_train_bwd(eps, res, cotangents):
-    x, mean, var_inv, gain = res
-    dy, dmean, dvar = cotangents
-    axes = tuple(range(x.ndim - 1))
-    n = math.prod(x.shape[:-1])
-    xhat = (x - mean) * var_inv
-    dx = batchnorm_backward(dy, gain, xhat, var_inv, bessel=False)
-    # the statistics are outputs too (for running averages); usually their cotangents are 0
-    dx = dx + dmean / n + dvar * 2.0 * (x - mean) / n
-    return dx, (dy * xhat).sum(axes), dy.sum(axes)
-
-
-batchnorm_train.defvjp(_batchnorm_train_fwd, _batchnorm_train_bwd)

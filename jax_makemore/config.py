@@ -27,6 +27,10 @@ CONFIG_DIR = resources.files("jax_makemore.configs")
 
 #: Keys of the training loop that must be positive integers when the model takes steps.
 POSITIVE_INT_KEYS = ("batch_size", "num_steps", "steps_per_call")
+#: Top-level keys that fix the words of each split: the data file, the longest line it may
+#: have, and the shuffle that cuts it. Runs that agree on them train and evaluate on the
+#: same words (a resumed run, the members of an ensemble, a sweep's group).
+DATA_KEYS = ("data_path", "split_seed", "split_fractions", "split_by", "max_word_length")
 
 
 def available_configs() -> list[str]:
@@ -42,6 +46,7 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = model_config(model)  # name + that model's hyper-parameters
     c.data_path = str(DEFAULT_DATA_PATH)
+    c.encoding = "utf-8"  # of the data file (utf-8 drops a byte-order mark); e.g. cp1252
     c.max_word_length = 10_000  # longer lines are refused, naming the line
     c.seed = 1337  # init, batches, dropout and the samples printed at the end
     c.split_seed = 1337  # the shuffle that cuts the words into train/val/test
@@ -335,11 +340,23 @@ def split_config_args(
 
 
 def get_value(config: ml_collections.ConfigDict, key: str) -> Any:
-    """The value at dotted `key` of `config` ("model.dropout"); a missing key is a KeyError."""
+    """The value at dotted `key` of `config` ("model.dropout"), a sequence as a tuple (so that
+    values compare and hash alike); a missing key is a KeyError."""
     node = config
     for part in key.split("."):
         node = node[part]
-    return node
+    return tuple(node) if isinstance(node, list | tuple) else node
+
+
+def flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every leaf of a config, each as `get_value` gives it."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list | tuple) else value
+    return out
 
 
 def resolve(

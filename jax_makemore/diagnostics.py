@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_makemore import rundir
 from jax_makemore.errors import UserError
 
 #: |tanh| above this counts as saturated (the lecture's threshold: gradient 1 - h^2 < 0.06).
@@ -35,7 +36,7 @@ SATURATION_THRESHOLD = 0.97
 #: Bins of every histogram.
 NUM_BINS = 50
 #: File the training loop appends one JSON object per measured step to.
-FILENAME = "diagnostics.jsonl"
+FILENAME = rundir.DIAGNOSTICS_FILE
 
 
 def saturated_fraction(h: jax.Array, threshold: float = SATURATION_THRESHOLD) -> jax.Array:

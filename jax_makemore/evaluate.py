@@ -40,19 +40,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import linen as nn
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore.data import IGNORE, SPLITS, dataset_from_config, encode_words, read_words
+from jax_makemore import rundir
+from jax_makemore.config import DATA_KEYS
+from jax_makemore.data import SPLITS, dataset_from_config, encode_words, read_words
 from jax_makemore.errors import UserError, run_cli
-from jax_makemore.loss import evaluate_loss, make_eval_step, make_row_nll, pad_rows
+from jax_makemore.loss import (
+    batch_outputs,
+    evaluate_loss,
+    make_eval_step,
+    make_row_nll,
+    masked_nll_per_position,
+    pad_rows,
+)
 from jax_makemore.restore import LoadedModel, load_trained
-from jax_makemore.sweep import SWEEP_FILE
-from jax_makemore.workdir import RESULTS_FILE
-
-#: Config keys that fix the words of each split: ensemble members must agree on all of them.
-DATA_KEYS = ("data_path", "split_seed", "split_fractions", "split_by", "max_word_length")
+from jax_makemore.rundir import RESULTS_FILE, SWEEP_FILE
 
 
 def encode(loaded: LoadedModel, words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,14 +160,14 @@ def sweep_members(sweep_dir: Path) -> list[Path]:
     """The run directories of a sweep's finished members (status done in sweep.json, with a
     results.json), in sweep.json's order; none is a one-line error naming the sweep."""
     try:
-        record = json.loads((sweep_dir / SWEEP_FILE).read_text(encoding="utf-8"))
+        record = rundir.read_sweep(sweep_dir)
         entries = [(e["workdir"], e["status"]) for e in record["members"]]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UserError(
             f"'{sweep_dir / SWEEP_FILE}' cannot be read ({type(err).__name__})"
         ) from err
     done = [sweep_dir / w for w, status in entries if status == "done"]
-    done = [d for d in done if (d / RESULTS_FILE).is_file()]
+    done = [d for d in done if rundir.has_results(d)]
     if not done:
         raise UserError(
             f"sweep '{sweep_dir}' has no finished member (status done, with a {RESULTS_FILE})"
@@ -179,7 +183,7 @@ def ensemble_dirs(dirs: Sequence[str | Path]) -> list[Path]:
         raise UserError("--ensemble needs at least one run or sweep directory")
     runs: list[Path] = []
     for d in map(Path, dirs):
-        if (d / SWEEP_FILE).is_file():
+        if rundir.is_sweep_dir(d):
             runs += sweep_members(d)
         elif ckpt.has_checkpoint(d):
             runs.append(d)
@@ -234,18 +238,14 @@ def make_ensemble_step(models: Sequence[nn.Module]):
 
     @jax.jit
     def step(variables, X, Y):
-        counted_P = (Y != IGNORE).reshape(-1)
-        safe = jnp.where(Y != IGNORE, Y, 0)
-        nll_MxP = jnp.stack(
-            [
-                optax.softmax_cross_entropy_with_integer_labels(
-                    model.apply(v, X, train=False), safe
-                ).reshape(-1)
-                for model, v in zip(models, variables, strict=True)
-            ]
-        )
+        per_member = [
+            masked_nll_per_position(model.apply(v, X, train=False), Y)
+            for model, v in zip(models, variables, strict=True)
+        ]
+        nll_MxP = jnp.stack([nll.reshape(-1) for nll, _ in per_member])
+        counted_P = per_member[0][1].reshape(-1)
         mixture_P = log_m - jax.nn.logsumexp(-nll_MxP, axis=0)
-        member_sums_M = jnp.sum(jnp.where(counted_P, nll_MxP, 0.0), axis=1)
+        member_sums_M = jnp.sum(nll_MxP, axis=1)
         return jnp.sum(jnp.where(counted_P, mixture_P, 0.0)), member_sums_M, jnp.sum(counted_P)
 
     return step
@@ -256,16 +256,10 @@ def ensemble_loss(
 ) -> tuple[float | None, list[float | None]]:
     """(mixture loss, each member's loss) over one split, in the fixed-size padded batches of
     `evaluate_loss` (padding targets never count); None where the split counts no target."""
-    if len(X) == 0:
+    parts = batch_outputs(lambda X_b, Y_b: step(variables, X_b, Y_b), X, Y, batch_size)
+    if not parts:
         return None, [None] * len(variables)
-    batch_size = min(batch_size, len(X))
-    rows = -(-len(X) // batch_size) * batch_size
-    X_pad, Y_pad = pad_rows(X, Y, rows)
-    parts = [
-        step(variables, X_pad[i : i + batch_size], Y_pad[i : i + batch_size])
-        for i in range(0, rows, batch_size)
-    ]
-    mixture, members, counts = zip(*jax.device_get(parts), strict=True)
+    mixture, members, counts = zip(*parts, strict=True)
     count = int(np.sum(counts))
     if not count:
         return None, [None] * len(variables)

@@ -1,15 +1,18 @@
 """Kaiming init, a BatchNorm written out as in the notes (running stats in `batch_stats`), and a
-dropout whose rate may be a traced value."""
+dropout whose rate may be a traced value.
+
+BatchNorm's one-formula backward (`batchnorm_backward`, the backprop lecture's result) lives
+here, where the layer trains with it; the lecture's hand-written backward pass (backprop.py)
+imports it from here, so the layer does not depend on the exercise."""
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
-
-from jax_makemore.backprop import batchnorm_train
 
 TANH_GAIN = 5.0 / 3.0
 
@@ -22,6 +25,67 @@ def kaiming_normal(gain: float = TANH_GAIN) -> jax.nn.initializers.Initializer:
         return jax.random.normal(key, shape, dtype) * (gain / math.sqrt(fan_in))
 
     return init
+
+
+def batchnorm_backward(
+    dhpreact: jax.Array,
+    bngain: jax.Array,
+    bnraw: jax.Array,
+    bnvar_inv: jax.Array,
+    *,
+    bessel: bool = True,
+) -> jax.Array:
+    """d loss / d hprebn of BatchNorm in one formula, given d loss / d hpreact.
+
+    Reduces over every axis but the last (n = their product):
+
+        dhprebn = bngain * bnvar_inv / n * (n * dhpreact - sum(dhpreact)
+                                            - n / dof * bnraw * sum(dhpreact * bnraw))
+
+    with dof = n - 1 under Bessel's correction (the lecture's n / (n - 1)) and n otherwise.
+    The formula is exact with eps > 0 because it is written in bnraw and bnvar_inv.
+    """
+    axes = tuple(range(dhpreact.ndim - 1))
+    n = math.prod(dhpreact.shape[:-1])
+    dof = n - 1 if bessel else n
+    sum_d = dhpreact.sum(axes, keepdims=True)
+    sum_draw = (dhpreact * bnraw).sum(axes, keepdims=True)
+    return bngain * bnvar_inv / n * (n * dhpreact - sum_d - n / dof * bnraw * sum_draw)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batchnorm_train(
+    x: jax.Array, gain: jax.Array, bias: jax.Array, eps: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """BatchNorm's training forward over every axis but the last, with the biased variance
+    (exactly `layers.BatchNorm`'s formula): returns (y, mean, var), the batch statistics
+    without the reduced axes. Its VJP is the one-formula `batchnorm_backward` instead of
+    autodiff's chain of small steps; `eps` is a Python float."""
+    return _batchnorm_train_fwd(x, gain, bias, eps)[0]
+
+
+def _batchnorm_train_fwd(x, gain, bias, eps):
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axis=axes)
+    var = ((x - mean) ** 2).mean(axis=axes)
+    var_inv = jax.lax.rsqrt(var + eps)
+    y = (x - mean) * var_inv * gain + bias
+    return (y, mean, var), (x, mean, var_inv, gain)
+
+
+def _batchnorm_train_bwd(eps, res, cotangents):
+    x, mean, var_inv, gain = res
+    dy, dmean, dvar = cotangents
+    axes = tuple(range(x.ndim - 1))
+    n = math.prod(x.shape[:-1])
+    xhat = (x - mean) * var_inv
+    dx = batchnorm_backward(dy, gain, xhat, var_inv, bessel=False)
+    # the statistics are outputs too (for running averages); usually their cotangents are 0
+    dx = dx + dmean / n + dvar * 2.0 * (x - mean) / n
+    return dx, (dy * xhat).sum(axes), dy.sum(axes)
+
+
+batchnorm_train.defvjp(_batchnorm_train_fwd, _batchnorm_train_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -38,9 +102,10 @@ class BatchNorm(nn.Module):
     feature), or e.g. `(0,)` for a `B x T x C` input to reproduce the WaveNet lecture's bug of
     statistics per (time, channel); the running statistics have the shape of the other axes.
 
-    `fused_backward` computes the training forward with `backprop.batchnorm_train`, whose
-    gradient is the one-formula BatchNorm backward instead of autodiff's chain of small steps;
-    same outputs, same running statistics. Only for the default `reduce_axes`.
+    `fused_backward` computes the training forward with `batchnorm_train`, whose gradient is
+    the one-formula BatchNorm backward (`batchnorm_backward`, derived in the backprop lecture,
+    backprop.py) instead of autodiff's chain of small steps; same outputs, same running
+    statistics. Only for the default `reduce_axes`.
     """
 
     momentum: float = 0.001

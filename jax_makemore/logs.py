@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from jax_makemore import diagnostics
-from jax_makemore.workdir import METRICS_FILE, read_jsonl, trim_jsonl
+from jax_makemore.rundir import DIAGNOSTICS_FILE, METRICS_FILE, read_jsonl, trim_jsonl
 
 #: Seconds between flushes of the event file to disk (TensorBoard reloads about as often).
 EVENTS_FLUSH_SECONDS = 10
@@ -36,7 +36,7 @@ class RunLog:
     def __init__(self, workdir: Path, resume_step: int | None, tensorboard: bool) -> None:
         self.workdir = workdir
         if resume_step is not None:
-            for name in (METRICS_FILE, diagnostics.FILENAME):
+            for name in (METRICS_FILE, DIAGNOSTICS_FILE):
                 trim_jsonl(workdir / name, resume_step)
         mode = "a" if resume_step is not None else "w"
         self.metrics_file = open(workdir / METRICS_FILE, mode, encoding="utf-8")
@@ -114,10 +114,16 @@ class RunLog:
             return
         mean = float((centers * counts_NB).sum() / total)
         self.events.add_histogram_raw(
-            tag, min=float(lo), max=float(hi), num=int(total), sum=float(mean * total),
+            tag,
+            min=float(lo),
+            max=float(hi),
+            num=int(total),
+            sum=float(mean * total),
             sum_squares=float((centers**2 * counts_NB).sum()),
-            bucket_limits=edges[1:].tolist(), bucket_counts=counts_NB.tolist(), global_step=step,
-        )  # fmt: skip
+            bucket_limits=edges[1:].tolist(),
+            bucket_counts=counts_NB.tolist(),
+            global_step=step,
+        )
 
     def close(self) -> None:
         self.metrics_file.close()

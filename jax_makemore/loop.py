@@ -24,7 +24,7 @@ import numpy as np
 from jax_makemore import parallel
 from jax_makemore.errors import Interrupted
 from jax_makemore.logs import NullLog, RunLog
-from jax_makemore.workdir import RESULTS_FILE, write_json_atomic
+from jax_makemore.rundir import RESULTS_FILE, write_json_atomic
 
 SplitLoss = dict[str, float | None]
 

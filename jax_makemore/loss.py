@@ -8,6 +8,7 @@ of different sizes and padded batches combine exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -19,13 +20,21 @@ from flax import linen as nn
 from jax_makemore.data import IGNORE
 
 
-def masked_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(sum of -log p(target), number of counted targets) over every position whose target is
-    not IGNORE. `logits` has one more (vocabulary) axis than `targets`."""
+def masked_nll_per_position(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(-log p(target) at every position, 0 where the target is IGNORE; whether each position
+    counts). `logits` has one more (vocabulary) axis than `targets`; both results have the
+    shape of `targets`."""
     counted = targets != IGNORE
     safe = jnp.where(counted, targets, 0)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
-    return jnp.sum(jnp.where(counted, nll, 0.0)), jnp.sum(counted)
+    return jnp.where(counted, nll, 0.0), counted
+
+
+def masked_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of -log p(target), number of counted targets) over every position whose target is
+    not IGNORE. `logits` has one more (vocabulary) axis than `targets`."""
+    nll, counted = masked_nll_per_position(logits, targets)
+    return jnp.sum(nll), jnp.sum(counted)
 
 
 def mean_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -50,10 +59,7 @@ def make_row_nll(model: nn.Module):
 
     @jax.jit
     def row_nll(variables, X, Y):
-        logits = model.apply(variables, X, train=False)
-        counted = Y != IGNORE
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(counted, Y, 0))
-        nll = jnp.where(counted, nll, 0.0)
+        nll, _ = masked_nll_per_position(model.apply(variables, X, train=False), Y)
         return nll.reshape(nll.shape[0], -1).sum(axis=1)
 
     return row_nll
@@ -67,20 +73,36 @@ def pad_rows(X: np.ndarray, Y: np.ndarray, rows: int) -> tuple[np.ndarray, np.nd
     return X_pad, Y_pad
 
 
+def padded_batches(
+    X: np.ndarray, Y: np.ndarray, batch_size: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A split in batches of one size, min(batch_size, len(X)) rows, the last one padded with
+    targets that never count (none for an empty split): every split of every size then goes
+    through one compiled evaluation step, and the batches' (sum, count) add up exactly."""
+    if len(X) == 0:
+        return []
+    batch_size = min(batch_size, len(X))
+    rows = -(-len(X) // batch_size) * batch_size
+    X_pad, Y_pad = pad_rows(X, Y, rows)
+    return [
+        (X_pad[i : i + batch_size], Y_pad[i : i + batch_size]) for i in range(0, rows, batch_size)
+    ]
+
+
+def batch_outputs(step: Callable, X: np.ndarray, Y: np.ndarray, batch_size: int) -> list:
+    """`step(X_b, Y_b)` of every batch of `padded_batches`, fetched to the host in one
+    transfer (the calls are dispatched first, so they run back to back)."""
+    return jax.device_get([step(X_b, Y_b) for X_b, Y_b in padded_batches(X, Y, batch_size)])
+
+
 def evaluate_loss(
     eval_step, variables: Any, X: np.ndarray, Y: np.ndarray, batch_size: int
 ) -> float | None:
-    """Mean NLL per counted target over a split (None when it has none), in fixed-size padded
-    batches so that every split of every size shares one compiled `eval_step`."""
-    if len(X) == 0:
+    """Mean NLL per counted target over a split (None when it has none), in the fixed-size
+    padded batches of `padded_batches`."""
+    parts = batch_outputs(lambda X_b, Y_b: eval_step(variables, X_b, Y_b), X, Y, batch_size)
+    if not parts:
         return None
-    batch_size = min(batch_size, len(X))
-    num_batches = -(-len(X) // batch_size)
-    X_pad, Y_pad = pad_rows(X, Y, num_batches * batch_size)
-    parts = [
-        eval_step(variables, X_pad[i : i + batch_size], Y_pad[i : i + batch_size])
-        for i in range(0, num_batches * batch_size, batch_size)
-    ]
-    sums, counts = zip(*jax.device_get(parts), strict=True)
+    sums, counts = zip(*parts, strict=True)
     count = int(np.sum(counts))
     return float(np.sum(sums, dtype=np.float64) / count) if count else None

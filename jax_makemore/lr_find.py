@@ -14,21 +14,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import linen as nn
 
 from jax_makemore import config as config_lib
-from jax_makemore.data import dataset_from_config
+from jax_makemore.batches import packing_from_config
+from jax_makemore.data import Dataset, dataset_from_config
 from jax_makemore.errors import UserError, run_cli
-from jax_makemore.models import get_spec
+from jax_makemore.models import ModelSpec, get_spec
 from jax_makemore.optim import build_optimizer
-from jax_makemore.train import TrainState, create_train_state, make_train_step
+from jax_makemore.train import TrainState, create_train_state, train_step_from_config
 
 
 @dataclasses.dataclass
@@ -66,6 +69,15 @@ def suggest(lrs_S: np.ndarray, smoothed_S: np.ndarray) -> float:
     if not np.isfinite(smoothed_S).any():
         raise UserError("every loss of the sweep was NaN or infinite; lower --min_lr")
     return float(lrs_S[int(np.argmin(smoothed_S))])
+
+
+def lr_find_step(
+    config: ml_collections.ConfigDict, model: nn.Module, spec: ModelSpec, ds: Dataset
+) -> Callable:
+    """The train step the search runs: train's for `config` (`train.train_step_from_config`),
+    on the packed rows of a packed sequence model as train draws them, on one device."""
+    packing = packing_from_config(config, ds.split("train")[1], ds.seq_len)
+    return train_step_from_config(config, model, spec, packing)
 
 
 def lr_find(
@@ -106,9 +118,7 @@ def lr_find(
         )
         return state.replace(tx=tx, opt_state=tx.init(state.params))
 
-    train_step = make_train_step(
-        model, batch_size=config.batch_size, full_batch=config.full_batch, spec=spec
-    )
+    train_step = lr_find_step(config, model, spec, ds)
 
     def run(key: jax.Array) -> jax.Array:
         state = init(key)
@@ -126,12 +136,13 @@ def lr_find(
     return LRFindResult(lrs_S, losses_RxS, smoothed_S, suggest(lrs_S, smoothed_S))
 
 
-def plot_lr_find(result: LRFindResult, path: Path, title: str, dpi: int = 100) -> Path:
-    """Loss against log10 learning rate: each repeat, the smoothed mean, and the suggestion."""
-    from jax_makemore.plot import pyplot, save_figure
+def lr_find_figure(result: LRFindResult, title: str) -> Any:
+    """Loss against log10 learning rate: each repeat, the smoothed mean, and the suggestion,
+    as a `matplotlib.figure.Figure` (no pyplot, so no backend is chosen or switched)."""
+    from matplotlib.figure import Figure
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
     x_S = np.log10(result.lrs_S)
     for r, losses_S in enumerate(result.losses_RxS):
         ax.plot(
@@ -150,7 +161,14 @@ def plot_lr_find(result: LRFindResult, path: Path, title: str, dpi: int = 100) -
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return save_figure(fig, path, dpi)
+    return fig
+
+
+def plot_lr_find(result: LRFindResult, path: Path, title: str, dpi: int = 100) -> Path:
+    """`lr_find_figure` saved as a PNG at `path`."""
+    from jax_makemore.plot import save_figure
+
+    return save_figure(lr_find_figure(result, title), path, dpi)
 
 
 def main(argv: Sequence[str]) -> int:

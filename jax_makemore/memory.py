@@ -1,7 +1,8 @@
 """Will it fit? XLA's own memory figures for a compiled program, against the memory available.
 
-`train` checks its compiled chunk and evaluation step before it touches the workdir; `sweep`
-sizes its slices of members from the figures of one member's compiled step. Both read
+`train` checks its compiled chunk and evaluation step before it touches the workdir, and
+names what makes them large (`memory_cause`); `sweep` sizes its slices of members from the
+figures of one member's compiled step. Both read
 `compiled.memory_analysis()`: the arguments, outputs and temporaries XLA allocates, less the
 donated buffers it reuses. (A model of the program's live values from its jaxpr, which needs
 no compilation, was within a factor 1.4 of these figures but off in both directions.)
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 
+from jax_makemore.data import Dataset
 from jax_makemore.errors import UserError
 
 #: Fraction of the available memory a run or a slice of a sweep may plan to use.
@@ -68,3 +71,30 @@ def check_fits(need: int | None, what: str, cause: str, fix: str) -> None:
         f"{what} needs about {need / GB:.1f} GB but {free / GB:.1f} GB are available: "
         f"{cause}; {fix}"
     )
+
+
+def memory_cause(
+    ds: Dataset, layout: str, config: ml_collections.ConfigDict, batch_key: str
+) -> tuple[str, str]:
+    """What makes a step large, and the flag that makes it smaller: the longest line when it
+    stretches every row of the sequences layout, else the batch size (`batch_key`)."""
+    batch = config[batch_key]
+    lengths = sorted(len(w) for split in ds.words for w in split)
+    typical = lengths[int(0.999 * (len(lengths) - 1))]
+    if layout == "sequences" and ds.longest_word > 4 * max(typical, 1):
+        line, length = longest_line(ds.path)
+        fits = max(n for n in lengths if n <= 4 * max(typical, 1))
+        return (
+            f"line {line} of data file '{ds.path}' has {length} characters, so every row is "
+            f"{ds.seq_len} positions long",
+            f"refuse such lines with --config.max_word_length={fits} (or lower "
+            f"--config.{batch_key}={batch})",
+        )
+    return f"{batch_key}={batch}", f"lower --config.{batch_key}"
+
+
+def longest_line(path: Path) -> tuple[int, int]:
+    """(line number, length) of the longest stripped line of a text file."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    number = max(range(len(lines)), key=lambda n: len(lines[n].strip()))
+    return number + 1, len(lines[number].strip())

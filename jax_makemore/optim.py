@@ -10,26 +10,40 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jax_makemore.config import get_value
+
 #: Keys the optimizer may take as traced per-member values (`hp`) instead of the config's: a
 #: sweep trains members that differ only in these as one compiled program.
 TRACED_KEYS = (
-    "learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor", "warmup_steps",
-    "weight_decay", "l2_mean", "adam_b1", "adam_b2", "adam_eps",
-)  # fmt: skip
+    "learning_rate",
+    "lr_decay_factor",
+    "lr_decay_steps",
+    "lr_min_factor",
+    "warmup_steps",
+    "weight_decay",
+    "l2_mean",
+    "adam_b1",
+    "adam_b2",
+    "adam_eps",
+)
 #: Keys of the learning-rate schedule (a subset of TRACED_KEYS).
 SCHEDULE_KEYS = (
-    "learning_rate", "lr_decay_factor", "lr_decay_steps", "lr_min_factor", "warmup_steps",
-)  # fmt: skip
+    "learning_rate",
+    "lr_decay_factor",
+    "lr_decay_steps",
+    "lr_min_factor",
+    "warmup_steps",
+)
 #: The keys of TRACED_KEYS that are step counts: traced as int32, the others as float32.
 INTEGER_KEYS = ("lr_decay_steps", "warmup_steps")
 
 
 def resolved_value(config: ml_collections.ConfigDict, key: str) -> Any:
-    """The value of top-level `key` that the optimizer uses (lr_decay_steps -1 means half of
-    num_steps)."""
+    """The value of (dotted) `key` that the program uses: `config.get_value`'s, except that
+    lr_decay_steps -1 means half of num_steps."""
     if key == "lr_decay_steps" and config.lr_decay_steps < 0:
         return config.num_steps // 2
-    return config[key]
+    return get_value(config, key)
 
 
 def learning_rate_schedule(
@@ -171,9 +185,13 @@ def build_optimizer(
         return optax.chain(*decay, optax.sgd(schedule), *average)
     if config.optimizer == "adamw":
         adamw = optax.adamw(
-            schedule, b1=get("adam_b1"), b2=get("adam_b2"), eps=get("adam_eps"),
-            weight_decay=get("weight_decay"), mask=decay_mask,
-        )  # fmt: skip
+            schedule,
+            b1=get("adam_b1"),
+            b2=get("adam_b2"),
+            eps=get("adam_eps"),
+            weight_decay=get("weight_decay"),
+            mask=decay_mask,
+        )
         return optax.chain(*decay, adamw, *average)
     raise ValueError(f"unknown optimizer {config.optimizer!r}")
 

@@ -1,7 +1,7 @@
 """The stacked program of a sweep: M members of one group as one compiled `vmap`ped chunk,
 driven by the one training loop (`loop.py`) like a single run.
 
-The train step is `train.make_train_step`, vmapped over a leading member axis of the stacked
+The train step is `train.train_step_from_config`'s, vmapped over a leading member axis of the stacked
 params, batch_stats, opt_state, step and data_key; the optimizer is `optim.build_optimizer`
 with the group's traced per-member values (`hp_M`). Inside the program the members of a slice
 run in tiles of a few (cache-sized) and are split over the devices (one per core on CPU).
@@ -29,11 +29,10 @@ from jax.sharding import PartitionSpec as P
 
 from jax_makemore import checkpoint as ckpt
 from jax_makemore import memory
-from jax_makemore.config import get_value
 from jax_makemore.data import SPLITS
 from jax_makemore.errors import UserError
 from jax_makemore.loop import ChunkOut, MemberRun
-from jax_makemore.loss import masked_nll, pad_rows
+from jax_makemore.loss import masked_nll, padded_batches
 from jax_makemore.optim import (
     INTEGER_KEYS,
     averaged_params,
@@ -42,7 +41,8 @@ from jax_makemore.optim import (
     resolved_value,
 )
 from jax_makemore.restore import variables_of
-from jax_makemore.train import TrainState, create_train_state, make_train_step
+from jax_makemore.sweep_members import Group
+from jax_makemore.train import TrainState, create_train_state, run_keys, train_step_from_config
 from jax_makemore.workdir import check_checkpoint, prepare_workdir
 
 #: Rows of all members together that one evaluation call takes at most.
@@ -54,18 +54,18 @@ TILE = 4
 MEMBER_AXIS = "members"
 
 
-def member_hyperparameters(group: Any, configs: Sequence[ml_collections.ConfigDict]) -> dict:
+def member_hyperparameters(group: Group, configs: Sequence[ml_collections.ConfigDict]) -> dict:
     """hp_M: for each traced key of the group, the members' values as one array."""
     return {
         key: jnp.asarray(
-            [resolved_value(c, key) if "." not in key else get_value(c, key) for c in configs],
+            [resolved_value(c, key) for c in configs],
             jnp.int32 if key in INTEGER_KEYS else jnp.float32,
         )
         for key in group.traced
     }
 
 
-def make_member_step(group: Any) -> Callable:
+def make_member_step(group: Group) -> Callable:
     """One member's train step on the flat leaves of its state: `(leaves, hp, X, Y) ->
     (leaves, (loss, seen_2))`, with the module and the optimizer built from the traced `hp`."""
     treedef = jax.tree.structure(group.abstract_state)
@@ -75,17 +75,14 @@ def make_member_step(group: Any) -> Callable:
         state = jax.tree.unflatten(treedef, leaves)
         model = group.model(hp)
         tx = build_optimizer(c, state.params, hp)
-        step = make_train_step(
-            model, batch_size=c.batch_size, full_batch=c.full_batch, packing=group.packing,
-            spec=group.spec, count_seen=True,
-        )  # fmt: skip
+        step = train_step_from_config(c, model, group.spec, group.packing, count_seen=True)
         state, loss = step(state.replace(tx=tx, apply_fn=model.apply), X, Y)
         return jax.tree.leaves(state), loss
 
     return member_step
 
 
-def make_sweep_chunk(group: Any, num_steps: int, mesh: Mesh | None = None, tile: int = 1):
+def make_sweep_chunk(group: Group, num_steps: int, mesh: Mesh | None = None, tile: int = 1):
     """`num_steps` steps of every member in one compiled program: `(leaves_M, hp_M, X, Y) ->
     (leaves_M, (losses_KxM, seen_Mx2))`: the per-step losses and the words and characters
     each member trained on; the state buffers are donated.
@@ -184,7 +181,7 @@ def place_members(tree: Any, mesh: Mesh | None, size: int) -> Any:
     return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, P(MEMBER_AXIS)))
 
 
-def make_sweep_eval(group: Any) -> Callable:
+def make_sweep_eval(group: Group) -> Callable:
     """`(variables_M, hp_M, X, Y) -> (nll_sum_M, count_M)` in eval mode, vmapped and jitted."""
 
     def member_eval(variables, hp, X, Y):
@@ -200,18 +197,14 @@ def evaluate_members(
     `rows` rows, summed as `loss.evaluate_loss` sums them for one model; members go through
     in slices of at most EVAL_ROWS // rows, so that memory stays bounded."""
     M = len(jax.tree.leaves(variables_M)[0])
-    if len(X) == 0:
+    batches = padded_batches(X, Y, rows)
+    if not batches:
         return [None] * M
-    rows = min(rows, len(X))
-    X_pad, Y_pad = pad_rows(X, Y, -(-len(X) // rows) * rows)
-    per_call = max(1, EVAL_ROWS // rows)
+    per_call = max(1, EVAL_ROWS // len(batches[0][0]))
     out: list[float | None] = []
     for lo in range(0, M, per_call):
         part_M = jax.tree.map(lambda a, lo=lo: a[lo : lo + per_call], (variables_M, hp_M))
-        parts = [
-            eval_fn(*part_M, X_pad[i : i + rows], Y_pad[i : i + rows])
-            for i in range(0, len(X_pad), rows)
-        ]
+        parts = [eval_fn(*part_M, X_b, Y_b) for X_b, Y_b in batches]
         sums_PxM, counts_PxM = (np.stack(a) for a in zip(*jax.device_get(parts), strict=True))
         count = int(np.sum(counts_PxM[:, 0]))
         for sums_P in np.ascontiguousarray(sums_PxM.T):
@@ -224,7 +217,7 @@ def stack_leaves(states: Sequence[Any]) -> list[jax.Array]:
     return [jnp.stack(xs) for xs in zip(*(jax.tree.leaves(s) for s in states), strict=True)]
 
 
-def bytes_per_member(group: Any) -> int:
+def bytes_per_member(group: Group) -> int:
     """Memory of one member's train step (state, gradients, activations), from XLA's figures
     for its compiled one-step program; the shared training split is not counted."""
     X, Y = (jax.ShapeDtypeStruct(a.shape, a.dtype) for a in group.ds.split("train"))
@@ -240,7 +233,7 @@ def bytes_per_member(group: Any) -> int:
     return max((memory.compiled_bytes(compiled) or 0) - data, 1)
 
 
-def slice_size(group: Any, max_parallel: int | None) -> int:
+def slice_size(group: Group, max_parallel: int | None) -> int:
     """How many members of `group` train at once: `max_parallel` (default: as many as fit in
     MEMORY_FRACTION of the free memory), at most the group's size. A `max_parallel` that does
     not fit is a UserError."""
@@ -267,7 +260,7 @@ def slice_size(group: Any, max_parallel: int | None) -> int:
 
 
 def slices(
-    group: Any, todo: list[MemberRun], resume: bool, max_parallel: int | None
+    group: Group, todo: list[MemberRun], resume: bool, max_parallel: int | None
 ) -> list[list[MemberRun]]:
     """The group's unfinished members in slices that fit in memory; a slice's members
     continue from one step."""
@@ -290,7 +283,7 @@ class StackedProgram:
 
     def __init__(
         self,
-        group: Any,
+        group: Group,
         runs: list[MemberRun],
         states: list[TrainState],
         config_name: str,
@@ -361,7 +354,13 @@ class StackedProgram:
         for i, state in zip(todo, self.member_states(todo), strict=True):
             config = self.runs[i].config
             ckpt.save(
-                self.managers[i], self.step, state, config, self.config_name, ds.vocab, ds.seq_len
+                self.managers[i],
+                self.step,
+                state,
+                config=config,
+                config_name=self.config_name,
+                vocab=ds.vocab,
+                seq_len=ds.seq_len,
             )
 
     def latest_checkpoint(self, i: int) -> int | None:
@@ -372,7 +371,7 @@ class StackedProgram:
 
 
 def member_states(
-    group: Any, runs: list[MemberRun], resume: bool, overwrite: bool
+    group: Group, runs: list[MemberRun], resume: bool, overwrite: bool
 ) -> list[TrainState]:
     """Prepare each member's workdir and state: fresh from its seed as `train` makes it, or
     (with `resume`) restored from its checkpoint when it has one, after the same checks."""
@@ -383,7 +382,7 @@ def member_states(
         has_checkpoint = resume and ckpt.has_checkpoint(r.workdir)
         resuming = prepare_workdir(r.workdir, has_checkpoint, overwrite)
         model = group.spec.build(c.model, group.ds.vocab.size, group.ds.seq_len)
-        init_key, data_key, _ = jax.random.split(jax.random.PRNGKey(c.seed), 3)
+        init_key, data_key, _ = run_keys(c.seed)
         state = create_train_state(c, model, init_key, data_key, group.ds.seq_len)
         if resuming:
             meta = ckpt.restore_meta(r.workdir)

@@ -160,9 +160,13 @@ def make_train_chunk(
     characters the K steps trained on (one host transfer per chunk), with the diagnostics of
     the chunk's first step as a third item when `measure_first`."""
     common = dict(
-        batch_size=batch_size, full_batch=full_batch, packing=packing, mesh=mesh, spec=spec,
+        batch_size=batch_size,
+        full_batch=full_batch,
+        packing=packing,
+        mesh=mesh,
+        spec=spec,
         count_seen=True,
-    )  # fmt: skip
+    )
     train_step = make_train_step(model, **common)
     first = make_train_step(model, measure=True, **common) if measure_first else None
 
@@ -184,6 +188,66 @@ def make_train_chunk(
     if mesh is not None:  # explicit in/out shardings over the devices of the mesh
         return parallel.jit_chunk(chunk, mesh)
     return jax.jit(chunk, donate_argnums=0)
+
+
+def step_keywords(
+    config: ml_collections.ConfigDict,
+    spec: ModelSpec,
+    packing: Packing | None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> dict[str, Any]:
+    """The keywords of `make_train_step` and `make_train_chunk` that a config fixes: its batch
+    (`batch_size` windows or words, or the whole split with `full_batch`), the packed rows of
+    a packed sequence model (`batches.packing_from_config` of its training split), the
+    data-parallel mesh and the model's own gradient (`spec`). Every program that trains a
+    config (train, sweep, lr_find) builds its step from these."""
+    return dict(
+        batch_size=config.batch_size,
+        full_batch=config.full_batch,
+        packing=packing,
+        mesh=mesh,
+        spec=spec,
+    )
+
+
+def train_step_from_config(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    spec: ModelSpec,
+    packing: Packing | None,
+    mesh: jax.sharding.Mesh | None = None,
+    **options: bool,
+) -> Callable:
+    """`make_train_step` for `config` (`step_keywords`); `options` are its `measure` and
+    `count_seen`."""
+    return make_train_step(model, **step_keywords(config, spec, packing, mesh), **options)
+
+
+def train_chunk_from_config(
+    config: ml_collections.ConfigDict,
+    model: nn.Module,
+    spec: ModelSpec,
+    packing: Packing | None,
+    mesh: jax.sharding.Mesh | None = None,
+    *,
+    num_steps: int,
+    measure_first: bool = False,
+) -> Callable:
+    """`make_train_chunk` of `num_steps` steps for `config` (`step_keywords`)."""
+    return make_train_chunk(
+        model,
+        num_steps=num_steps,
+        measure_first=measure_first,
+        **step_keywords(config, spec, packing, mesh),
+    )
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(init_key, data_key, sample_key) of a run with `seed`: the params' initialisation, the
+    batches and dropout (`TrainState.data_key`), and the samples printed at the end. A sweep
+    member with a seed gets the keys of the single run with that seed."""
+    init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return init_key, data_key, sample_key
 
 
 def num_params(params: Any) -> int:
@@ -226,11 +290,15 @@ class Run:
     def compile(self, k: int) -> None:
         if k not in self.compiled:
             t0 = time.perf_counter()
-            fn = make_train_chunk(
-                self.model, batch_size=self.config.batch_size, num_steps=k,
-                full_batch=self.config.full_batch, packing=self.packing,
-                measure_first=bool(self.diagnostics_every), mesh=self.mesh, spec=self.spec,
-            )  # fmt: skip
+            fn = train_chunk_from_config(
+                self.config,
+                self.model,
+                self.spec,
+                self.packing,
+                self.mesh,
+                num_steps=k,
+                measure_first=bool(self.diagnostics_every),
+            )
             self.compiled[k] = fn.lower(self.state, self.X_train, self.Y_train).compile()
             self.compile_seconds += time.perf_counter() - t0
 
@@ -253,9 +321,14 @@ class Run:
     def save(self, indices: Sequence[int]) -> None:
         if indices and self.manager.latest_step() != self.step:
             ckpt.save(
-                self.manager, self.step, self.state, self.config, self.config_name,
-                self.ds.vocab, self.ds.seq_len,
-            )  # fmt: skip
+                self.manager,
+                self.step,
+                self.state,
+                config=self.config,
+                config_name=self.config_name,
+                vocab=self.ds.vocab,
+                seq_len=self.ds.seq_len,
+            )
 
     def latest_checkpoint(self, i: int) -> int | None:
         return self.manager.latest_step()
@@ -273,7 +346,7 @@ def build_run(config: ml_collections.ConfigDict, config_name: str, workdir: Path
         parallel.check_batch_size(config.batch_size, mesh)
     ds = dataset_from_config(config)
     model = spec.build(config.model, ds.vocab.size, ds.seq_len)
-    init_key, data_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    init_key, data_key, sample_key = run_keys(config.seed)
     state = create_train_state(config, model, init_key, data_key, ds.seq_len)
     X_train, Y_train = (jnp.asarray(a) for a in ds.split("train"))  # device-resident for the run
     if spec.fit is not None:  # fitted in closed form, no gradient steps
@@ -283,9 +356,19 @@ def build_run(config: ml_collections.ConfigDict, config_name: str, workdir: Path
     state, X_train, Y_train = parallel.replicate((state, X_train, Y_train), mesh)
     packing = packing_from_config(config, ds.split("train")[1], ds.seq_len, mesh.size)
     return Run(
-        config, config_name, workdir, spec, ds, model, state, X_train, Y_train, mesh, sample_key,
-        packing,
-    )  # fmt: skip
+        config=config,
+        config_name=config_name,
+        workdir=workdir,
+        spec=spec,
+        ds=ds,
+        model=model,
+        state=state,
+        X_train=X_train,
+        Y_train=Y_train,
+        mesh=mesh,
+        sample_key=sample_key,
+        packing=packing,
+    )
 
 
 def check_memory(r: Run, first_chunk: int) -> None:
@@ -309,32 +392,7 @@ def check_memory(r: Run, first_chunk: int) -> None:
         batch_key = "eval_batch_size"
     else:
         what, batch_key = f"a train step of model {r.config.model.name!r}", "batch_size"
-    memory.check_fits(need, what, *memory_cause(r, batch_key))
-
-
-def memory_cause(r: Run, batch_key: str) -> tuple[str, str]:
-    """What makes a step large, and the flag that makes it smaller: the longest line when it
-    stretches every row of the sequences layout, else the batch size (`batch_key`)."""
-    ds, batch = r.ds, r.config[batch_key]
-    lengths = sorted(len(w) for split in ds.words for w in split)
-    typical = lengths[int(0.999 * (len(lengths) - 1))]
-    if r.spec.layout == "sequences" and ds.longest_word > 4 * max(typical, 1):
-        line, length = longest_line(ds.path)
-        fits = max(n for n in lengths if n <= 4 * max(typical, 1))
-        return (
-            f"line {line} of data file '{ds.path}' has {length} characters, so every row is "
-            f"{ds.seq_len} positions long",
-            f"refuse such lines with --config.max_word_length={fits} (or lower "
-            f"--config.{batch_key}={batch})",
-        )
-    return f"{batch_key}={batch}", f"lower --config.{batch_key}"
-
-
-def longest_line(path: Path) -> tuple[int, int]:
-    """(line number, length) of the longest stripped line of a text file."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    number = max(range(len(lines)), key=lambda n: len(lines[n].strip()))
-    return number + 1, len(lines[number].strip())
+    memory.check_fits(need, what, *memory.memory_cause(r.ds, r.spec.layout, r.config, batch_key))
 
 
 def start_run(
@@ -405,11 +463,15 @@ def train_run(
     shown = StepProgress(config.num_steps, r.step, progress) if primary else NullLog()
     member = MemberRun(r.workdir, config, log)
     loop = Loop(
-        r, [member], config, shown,
-        {"config": config_name, "num_params": num_params(r.state.params)},
-        extra_periods=(r.diagnostics_every,), compile_seconds=lambda: r.compile_seconds,
+        program=r,
+        members=[member],
+        config=config,
+        progress=shown,
+        results_base={"config": config_name, "num_params": num_params(r.state.params)},
+        extra_periods=(r.diagnostics_every,),
+        compile_seconds=lambda: r.compile_seconds,
         t_start=t_start,
-    )  # fmt: skip
+    )
     try:
         loop.run()
         if member.status == "diverged":
@@ -430,11 +492,17 @@ def trained_model(r: Run) -> LoadedModel:
     averaged params when the run keeps an average, the split's words for the labels."""
     ds = r.ds
     return LoadedModel(
-        config=r.config, config_name=r.config_name, vocab=ds.vocab, step=r.step,
-        seq_len=ds.seq_len, spec=r.spec, model=r.model,
+        config=r.config,
+        config_name=r.config_name,
+        vocab=ds.vocab,
+        step=r.step,
+        seq_len=ds.seq_len,
+        spec=r.spec,
+        model=r.model,
         variables=r.variables(averaged=r.config.ema_decay > 0),
-        train_words=set(ds.words[0]), heldout_words=set(ds.words[1]) | set(ds.words[2]),
-    )  # fmt: skip
+        train_words=set(ds.words[0]),
+        heldout_words=set(ds.words[1]) | set(ds.words[2]),
+    )
 
 
 def final_samples(r: Run, n: int) -> list[tuple[str, str]]:

@@ -1,10 +1,9 @@
 """A run's working directory: create it (writable, resume or overwrite), decide whether its
-checkpoint may be resumed with the given flags, and read and write its JSON files atomically.
-None of it touches the model or the arrays."""
+checkpoint may be resumed with the given flags. None of it touches the model or the arrays;
+the names of the files in it are in `rundir.py`."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -13,47 +12,19 @@ from typing import Any
 import ml_collections
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore import diagnostics
+from jax_makemore.config import DATA_KEYS, flatten_config
 from jax_makemore.errors import UserError
+from jax_makemore.rundir import EVENTS_GLOB, RUN_FILES
 
-#: Top-level keys that, with the whole `model` sub-config, fix what a checkpoint holds; a
-#: checkpoint only resumes when they match the flags.
-IDENTITY_KEYS = (
-    "data_path", "seed", "split_seed", "split_fractions", "split_by", "packed", "pack_len",
-)  # fmt: skip
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-#: TensorBoard's event files (logs.py writes them into the workdir itself).
-EVENTS_GLOB = "events.out.tfevents.*"
-#: Files a fresh run starts without (a resumed run appends to them).
-RUN_FILES = (METRICS_FILE, RESULTS_FILE, diagnostics.FILENAME)
+# re-exported for the callers that import them from here (rundir.py is their home)
+from jax_makemore.rundir import METRICS_FILE as METRICS_FILE
+from jax_makemore.rundir import RESULTS_FILE as RESULTS_FILE
+from jax_makemore.rundir import read_jsonl as read_jsonl
 
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of a .jsonl file, one per non-empty line (empty when there is no file)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write `obj` as JSON through a temporary file and a rename: a reader never sees half."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def trim_jsonl(path: Path, last_step: int) -> None:
-    """Drop the lines of a .jsonl log whose `step` is past `last_step`, atomically: a run
-    resumed from the checkpoint at `last_step` logs those steps again, once."""
-    if not path.is_file():
-        return
-    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
-    os.replace(tmp, path)
+#: Top-level keys that, with the whole `model` sub-config, fix what a checkpoint holds: the
+#: data and its split (DATA_KEYS), the seed, and the packing of the rows. A checkpoint only
+#: resumes when they match the flags.
+IDENTITY_KEYS = (*DATA_KEYS, "seed", "packed", "pack_len")
 
 
 def prepare_workdir(workdir: Path, resume: bool, overwrite: bool) -> bool:
@@ -82,17 +53,6 @@ def prepare_workdir(workdir: Path, resume: bool, overwrite: bool) -> bool:
     for events in workdir.glob(EVENTS_GLOB):
         events.unlink()
     return False
-
-
-def flatten_config(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: value} of every leaf of a config (tuples for sequences)."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, ml_collections.ConfigDict):
-            out.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = tuple(value) if isinstance(value, list | tuple) else value
-    return out
 
 
 def check_resumable(

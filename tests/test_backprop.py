@@ -16,7 +16,7 @@ import numpy as np
 import optax
 import pytest
 
-from jax_makemore import backprop
+from jax_makemore import backprop, layers
 from jax_makemore.layers import BatchNorm
 from jax_makemore.models.mlp import MLP
 from jax_makemore.models.mlp_manual import SPECS, loss_and_grads
@@ -199,7 +199,7 @@ def test_batchnorm_custom_vjp_matches_autodiff(shape):
     @jax.jit
     def outputs_and_grads(x, gain, bias):
         out = {}
-        for name, fn in (("fused", backprop.batchnorm_train), ("autodiff", _bn_reference)):
+        for name, fn in (("fused", layers.batchnorm_train), ("autodiff", _bn_reference)):
             y, vjp = jax.vjp(lambda *a, fn=fn: fn(*a, 1e-5), x, gain, bias)
             out[name] = (y, vjp(cotangents), vjp(only_y))
         return out

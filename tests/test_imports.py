@@ -73,3 +73,20 @@ def test_every_module_imports_alone():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_evaluate_does_not_import_the_training_code():
+    code = (
+        "import sys, jax_makemore.evaluate\n"
+        "print(sorted(m for m in ('jax_makemore.sweep', 'jax_makemore.train', "
+        "'jax_makemore.sweep_program') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_layers_do_not_depend_on_the_backprop_exercise():
+    graph = import_graph()
+    assert "jax_makemore.layers" in graph["jax_makemore.backprop"]
+    assert "jax_makemore.backprop" not in graph["jax_makemore.layers"]

@@ -82,3 +82,45 @@ def test_cli_prints_the_bottom_of_the_smoothed_curve_and_draws_it(tmp_path, smal
     # printed to 3 significant figures; neighbouring rates differ by 10^(5/99), about 12%
     assert printed == pytest.approx(same.lrs_S[bottom], rel=5e-3)
     assert_png(tmp_path / "lr_find.png")
+
+
+def test_the_search_steps_with_trains_step_on_packed_rows(tmp_path, small_names):
+    """lr_find trains a packed config on the rows train packs: its step is the same program
+    as train's (the same jaxpr for the same state and data), and not the padded-rows one."""
+    from jax_makemore.lr_find import lr_find_step
+    from jax_makemore.train import build_run, train_step_from_config
+
+    config, name = tiny_config(
+        "transformer", small_names, n_layer=1, n_embd=16, n_head=2, batch_size=8, num_devices=1
+    )
+    assert config.packed
+    r = build_run(config, name, tmp_path / "w")
+    assert r.packing is not None
+
+    def program(step):
+        return str(jax.make_jaxpr(step)(r.state, r.X_train, r.Y_train))
+
+    searched = program(lr_find_step(config, r.model, r.spec, r.ds))
+    assert searched == program(train_step_from_config(config, r.model, r.spec, r.packing))
+    assert searched != program(train_step_from_config(config, r.model, r.spec, None))
+
+
+def test_the_figure_is_drawn_without_pyplot():
+    pytest.importorskip("matplotlib")
+    import sys
+
+    from matplotlib.figure import Figure
+
+    from jax_makemore.lr_find import LRFindResult, lr_find_figure
+
+    lrs_S = sweep_learning_rates(1e-3, 1.0, 50)
+    losses_RxS = np.stack(
+        [3.0 - np.sin(np.linspace(0, 3, 50)), 3.1 - np.sin(np.linspace(0, 3, 50))]
+    )
+    smoothed_S = smooth(losses_RxS.mean(axis=0), 5)
+    result = LRFindResult(lrs_S, losses_RxS, smoothed_S, suggest(lrs_S, smoothed_S))
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    fig = lr_find_figure(result, "a title")
+    assert isinstance(fig, Figure) and fig.axes[0].get_title() == "a title"
+    assert len(fig.axes[0].lines) == 2 + 1 + 1  # two runs, the smoothed mean, the suggestion
+    assert ("matplotlib.pyplot" in sys.modules) == had_pyplot

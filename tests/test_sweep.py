@@ -413,6 +413,7 @@ def test_plot_draws_the_sweep(lr_sweep, tmp_path):
 @pytest.mark.slow
 def test_bench_reports_sweep_throughput(data):
     from benchmarks import sweep_bench as bench  # bench.Sizes: benchmarks.machine's
+
     config, _ = base(data)
     result = bench.bench_sweep(config, [2], bench.Sizes(quick=True), lambda text: None)
     for key in ("sweep_model_steps_per_sec", "sweep_single_steps_per_sec", "sweep_speedup"):

@@ -189,3 +189,17 @@ def test_print_config_shows_the_resolved_config_and_help_names_the_key_form():
     helped = run_cli("train", "--help")
     assert "--config.KEY=VALUE" in helped.stdout and "--config.model.KEY" in helped.stdout
     assert "--print_config" in helped.stdout and "base_config()" in helped.stdout
+
+
+def test_run_keys_are_the_keys_a_run_starts_from(tmp_path, small_names):
+    from jax_makemore.train import build_run, run_keys
+
+    init_key, data_key, sample_key = run_keys(5)
+    expected = jax.random.split(jax.random.PRNGKey(5), 3)
+    for got, want in zip((init_key, data_key, sample_key), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    config, name = tiny_config("mlp", small_names, seed=5)
+    r = build_run(config, name, tmp_path / "w")
+    np.testing.assert_array_equal(r.state.data_key, data_key)
+    np.testing.assert_array_equal(r.sample_key, sample_key)
+    assert not np.array_equal(run_keys(6)[1], data_key)
