@@ -94,18 +94,8 @@ def train(
     step, then raises KeyboardInterrupt; `resume=True` continues it."""
     from jax_makemore.train import train_run, trained_model
 
-    if isinstance(config, str):
-        config = get_config(config, **overrides)
-    elif overrides:
-        config = config.copy_and_resolve_references()
-        config_lib.apply_values(config, overrides)
-    if not isinstance(config, ml_collections.ConfigDict):
-        raise UserError(
-            f"train takes a config from get_config or a config name, got {type(config).__name__}"
-        )
+    config = _resolved(config, overrides)  # the caller's config stays as it was
     name = _CONFIG_NAMES.get(id(config), "config")
-    config = config.copy_and_resolve_references()  # the caller's config stays as it was
-    config_lib.validate_config(config)
     workdir = Path(workdir) if workdir is not None else Path("runs") / name
     try:
         r, results = train_run(
@@ -231,6 +221,14 @@ class Run:
         p_V = next_char_probs(self.trained, prefix)
         return {c: float(p) for c, p in zip(self.vocab.itos, p_V, strict=True)}
 
+    def masses(self) -> dict[str, Any]:
+        """`evaluate --mass`: the probability the model puts on the training words and on the
+        held-out words, summed (the exact expected shares of samples that copy them), and the
+        seen-word preference."""
+        from jax_makemore.evaluate import split_masses
+
+        return split_masses(self.trained)
+
     def label(self, words: Sequence[str]) -> list[str]:
         """'in train', 'in val/test' or 'new' for each word (the labels `train` prints)."""
         from jax_makemore.sample import label_words
@@ -240,11 +238,78 @@ class Run:
             raise UserError(f"data file '{t.config.data_path}' is missing: no labels")
         return label_words(words, t.train_words, t.heldout_words)
 
+    def figures(self) -> dict[str, Any]:
+        """The pictures the `plot` command draws for this run, as matplotlib Figures by file
+        stem ("loss", "bigram", "embedding", "activations", "updates": those that apply),
+        for a notebook to show (needs matplotlib)."""
+        from jax_makemore.plot import run_figures
+
+        return run_figures(self.workdir, self.trained)
+
     def data(self) -> Dataset:
         """The run's data as training saw it: the vocabulary, the split words and their arrays
         (`.split("train") -> (X, Y)`), in the model's layout."""
         t = self.trained
         return dataset_from_config(t.config, vocab=t.vocab, seq_len=t.seq_len)
+
+
+def figures(workdir: str | Path) -> dict[str, Any]:
+    """The pictures `plot --workdir DIR` saves, as matplotlib Figures by file stem: a run's
+    (see `Run.figures`) or a sweep's ("sweep", "sweep_curves")."""
+    from jax_makemore.plot import run_figures
+
+    return run_figures(workdir)
+
+
+def compare_figure(workdirs: Sequence[str | Path]) -> Any:
+    """The picture `plot --compare DIR ... --out FILE.png` saves: several runs' loss curves."""
+    from jax_makemore.plot import compare_figure as draw
+
+    return draw(workdirs)
+
+
+def ensemble_losses(
+    workdirs: Sequence[str | Path], splits: Sequence[str] = SPLITS
+) -> dict[str, Any]:
+    """`evaluate --ensemble DIR ...`: the split losses of the mean of several runs' predicted
+    probabilities (a sweep's workdir counts as its finished members), beside each member's."""
+    from jax_makemore.evaluate import ensemble_losses as score
+
+    return score(workdirs, splits)
+
+
+def lr_find(
+    config: ml_collections.ConfigDict | str,
+    *,
+    min_lr: float = 1e-3,
+    max_lr: float = 1.0,
+    num_steps: int = 1000,
+    repeats: int = 4,
+    **overrides: Any,
+) -> Any:
+    """`lr_find --config NAME`: the learning rate grown exponentially over one short run of
+    the config's own train step, `repeats` runs side by side; the result has `lrs_S`,
+    `losses_RxS`, `smoothed_S`, `suggested_lr` (`lr_find.lr_find_figure(result, title)`
+    draws it)."""
+    from jax_makemore.lr_find import lr_find as search
+
+    config = _resolved(config, overrides)
+    return search(config, min_lr, max_lr, num_steps, repeats)
+
+
+def _resolved(config: ml_collections.ConfigDict | str, overrides: dict[str, Any]):
+    """A validated copy of `config` (or of the named config) with `overrides` applied."""
+    if isinstance(config, str):
+        return get_config(config, **overrides)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(f"expected a config from get_config or a config name, got {config!r}")
+    name = _CONFIG_NAMES.get(id(config))
+    config = config.copy_and_resolve_references()
+    config_lib.apply_values(config, overrides)
+    config_lib.validate_config(config)
+    if name is not None:
+        _remember_name(config, name)
+    return config
 
 
 def load_data(config: ml_collections.ConfigDict | str) -> Dataset:

@@ -173,7 +173,7 @@ def test_bad_input_raises_user_error_not_system_exit(tmp_path):
         jm.train("mlp", workdir=tmp_path / "w", data_path=str(tmp_path / "none.txt"))
     with pytest.raises(jm.UserError, match="no checkpoint"):
         jm.load(tmp_path / "empty")
-    with pytest.raises(jm.UserError, match="takes a config"):
+    with pytest.raises(jm.UserError, match="expected a config from get_config"):
         jm.train(42, workdir=tmp_path / "w")
 
 
@@ -217,6 +217,39 @@ def test_a_model_registered_from_outside_trains_resumes_samples_evaluates(tmp_pa
     cli = run_cli("sample", "--workdir", str(tmp_path / "straight"))  # another process
     assert cli.returncode == 2 and "Traceback" not in cli.stderr
     assert "'test_api_tiny_window', which is not registered" in cli.stderr
+
+
+def test_figures_are_the_plot_commands_pictures(trained, tmp_path):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    from jax_makemore.plot import plot_run
+
+    run, workdir, _ = trained
+    figures = run.figures()
+    written, _ = plot_run(workdir, tmp_path / "pictures")
+    assert sorted(figures) == sorted(p.stem for p in written) == ["embedding", "loss"]
+    assert all(isinstance(f, Figure) for f in figures.values())
+    assert sorted(jm.figures(workdir)) == sorted(figures)
+    assert isinstance(jm.compare_figure([workdir, workdir]), Figure)
+
+
+def test_masses_and_ensembles_equal_evaluate(trained):
+    run, workdir, _ = trained
+    cli = run_cli("evaluate", "--workdir", str(workdir), "--mass")
+    assert cli.returncode == 0, cli.stderr
+    got, printed = run.masses(), json.loads(cli.stdout)
+    assert got["train"] == printed["train"] and got["heldout"] == printed["heldout"]
+    assert 0 < got["train"]["mass"] < 1 and got["new"] == pytest.approx(printed["new"])
+    one = jm.ensemble_losses([workdir])
+    assert one["ensemble"] == pytest.approx(run.losses(), rel=1e-6)  # a mixture of one
+
+
+def test_lr_find_runs_the_configs_own_step():
+    result = jm.lr_find("bigram", num_steps=40, repeats=2, min_lr=1.0, max_lr=100.0)
+    assert result.losses_RxS.shape == (2, 40) and 1.0 <= result.suggested_lr <= 100.0
+    assert np.isfinite(result.losses_RxS[:, 0]).all()
+    assert result.losses_RxS[:, :20].mean() > result.losses_RxS[:, 20:].mean()  # it learns
 
 
 def test_load_data_gives_the_split_training_sees(trained):
