@@ -47,6 +47,7 @@ _EXPORTS = {
     "compare_figure": "jax_makemore.api",
     "ensemble_losses": "jax_makemore.api",
     "lr_find": "jax_makemore.api",
+    "sweep": "jax_makemore.api",
     "register_model": "jax_makemore.models",
     "ModelSpec": "jax_makemore.models.base",
     "UserError": "jax_makemore.errors",

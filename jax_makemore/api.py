@@ -268,6 +268,40 @@ def compare_figure(workdirs: Sequence[str | Path]) -> Any:
     return draw(workdirs)
 
 
+def sweep(
+    config: ml_collections.ConfigDict | str,
+    values: dict[str, Sequence[Any]],
+    workdir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    max_parallel: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """`sweep --config NAME --sweep.KEY=v1,v2 ...`: train every combination of `values`
+    ({dotted key: values}, e.g. {"model.n_hidden": [50, 100], "seed": range(3)}), the members
+    of one shape as one vmapped program, into `workdir` (default `runs/sweep_<config name>`).
+    Returns sweep.json's record; each member is a run directory under `workdir/members/`
+    (`load` reads it)."""
+    from jax_makemore.sweep import run_sweep
+    from jax_makemore.sweep_members import expand_members, format_value
+
+    config = _resolved(config, overrides)
+    name = _CONFIG_NAMES.get(id(config), "config")
+    swept = [(key, ",".join(format_value(v) for v in vs)) for key, vs in values.items()]
+    members = expand_members(config, swept)
+    workdir = Path(workdir) if workdir is not None else Path("runs") / f"sweep_{name}"
+    try:
+        return run_sweep(
+            members, name, workdir, resume=resume, overwrite=overwrite,
+            max_parallel=max_parallel,
+        )  # fmt: skip
+    except Interrupted as stop:
+        raise KeyboardInterrupt(
+            f"sweep stopped by signal {stop.signum}; resume=True finishes '{workdir}'"
+        ) from None
+
+
 def ensemble_losses(
     workdirs: Sequence[str | Path], splits: Sequence[str] = SPLITS
 ) -> dict[str, Any]:

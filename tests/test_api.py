@@ -245,6 +245,20 @@ def test_masses_and_ensembles_equal_evaluate(trained):
     assert one["ensemble"] == pytest.approx(run.losses(), rel=1e-6)  # a mixture of one
 
 
+def test_sweep_trains_the_members_the_command_would(trained, tmp_path):
+    _, _, data = trained
+    config = jm.get_config("bigram", data_path=str(data), num_steps=30, eval_every=30)
+    record = jm.sweep(config, {"learning_rate": [10.0, 50.0]}, tmp_path / "s")
+    names = [m["name"] for m in record["members"]]
+    assert names == ["learning_rate=10.0", "learning_rate=50.0"]
+    assert json.loads((tmp_path / "s" / "sweep.json").read_text()) == record
+    runs = [jm.load(tmp_path / "s" / m["workdir"]) for m in record["members"]]
+    assert [r.config.learning_rate for r in runs] == [10.0, 50.0]
+    assert runs[1].losses()["train"] < runs[0].losses()["train"]  # the faster rate, 30 steps
+    with pytest.raises(jm.UserError, match="expected a number"):
+        jm.sweep(config, {"learning_rate": ["fast"]}, tmp_path / "bad")
+
+
 def test_lr_find_runs_the_configs_own_step():
     result = jm.lr_find("bigram", num_steps=40, repeats=2, min_lr=1.0, max_lr=100.0)
     assert result.losses_RxS.shape == (2, 40) and 1.0 <= result.suggested_lr <= 100.0
