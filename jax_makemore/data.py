@@ -14,6 +14,7 @@ Layouts (a model's spec says which it trains on):
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import random
@@ -37,23 +38,38 @@ IGNORE = -1
 SPLIT_BY = ("word", "line")
 
 
-def read_words(path: str | Path, max_word_length: int | None = None) -> list[str]:
-    """Read a UTF-8 text file into its non-empty lines, stripped of surrounding whitespace.
-    A line longer than `max_word_length` (config key of the same name) is refused by name
-    rather than risking memory."""
+def decode_text(path: Path, raw: bytes, encoding: str) -> str:
+    """`raw` decoded, or a one-line error naming the line, the encoding tried and the key."""
+    try:
+        codec = codecs.lookup(encoding).name
+    except LookupError:
+        raise UserError(
+            f"unknown encoding {encoding!r} (config key encoding; e.g. utf-8, cp1252, latin-1)"
+        ) from None
+    try:
+        return raw.decode("utf-8-sig" if codec == "utf-8" else encoding)
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        name = "UTF-8" if codec == "utf-8" else encoding
+        raise UserError(
+            f"data file '{path}' line {line} is not {name} (invalid byte 0x{raw[err.start]:02x} "
+            f"at offset {err.start}); name its encoding with --config.encoding (e.g. cp1252)"
+        ) from None
+
+
+def read_words(
+    path: str | Path, max_word_length: int | None = None, encoding: str = "utf-8"
+) -> list[str]:
+    """Read a text file in `encoding` (config key `encoding`; for UTF-8 a byte-order mark at
+    the start is dropped, as Python's utf-8-sig) into its non-empty lines, stripped of
+    surrounding whitespace. A line longer than `max_word_length` (config key of the same name)
+    is refused by name rather than risking memory."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"data file '{path}' does not exist")
     if path.is_dir():
         raise UserError(f"data file '{path}' is a directory, not a text file")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise UserError(
-            f"data file '{path}' is not UTF-8 (invalid byte 0x{raw[err.start]:02x} "
-            f"at offset {err.start})"
-        ) from None
+    text = decode_text(path, path.read_bytes(), encoding)
     words = []
     for line_number, line in enumerate(text.splitlines(), start=1):
         word = line.strip()
@@ -303,12 +319,13 @@ def load_dataset(
     vocab: Vocab | None = None,
     max_word_length: int | None = None,
     split_by: str = "word",
+    encoding: str = "utf-8",
 ) -> Dataset:
     """Read `path`, build (or reuse) the vocab from every word, split by `seed` and `split_by`
     (`split_data`), and encode every split: as context windows when `block_size` is given, else
     as word rows of `seq_len` (default: the longest word of the file + 1; a restored model
     passes the length it was trained with)."""
-    words = read_words(path, max_word_length)
+    words = read_words(path, max_word_length, encoding)
     if vocab is None:
         vocab = Vocab.from_words(words)
     else:
@@ -343,4 +360,5 @@ def dataset_from_config(
         vocab=vocab,
         max_word_length=config.max_word_length,
         split_by=config.split_by,
+        encoding=config.get("encoding", "utf-8"),  # checkpoints from before the key: UTF-8
     )

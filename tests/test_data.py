@@ -70,6 +70,46 @@ def test_read_words_errors_name_the_file(tmp_path, content, message):
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+SWEDISH = ["åsa", "björn", "märta", "örjan", "ängla"]
+
+
+def test_read_words_in_another_encoding_and_utf8_with_a_byte_order_mark(tmp_path):
+    cp = tmp_path / "cp1252.txt"
+    cp.write_bytes("\n".join(SWEDISH).encode("cp1252"))
+    assert read_words(cp, encoding="cp1252") == SWEDISH
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + "\n".join(SWEDISH).encode("utf-8"))
+    assert read_words(bom) == SWEDISH  # the mark is not part of the first word
+    with pytest.raises(UserError) as info:  # cp1252's 0xe5 (å) starts no UTF-8 sequence here
+        read_words(cp)
+    message = str(info.value)
+    assert "line 1 is not UTF-8" in message and "--config.encoding" in message
+    assert "\n" not in message
+    with pytest.raises(UserError, match="unknown encoding 'klingon'.*config key encoding"):
+        read_words(cp, encoding="klingon")
+
+
+def test_the_error_names_the_line_of_the_first_undecodable_byte(tmp_path):
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(b"anna\nbo\n" + "björn\n".encode("cp1252"))
+    with pytest.raises(UserError, match="line 3 is not UTF-8 .*0xf6"):
+        read_words(path)
+
+
+def test_load_dataset_reads_the_configs_encoding_and_old_configs_default_to_utf8(tmp_path):
+    from jax_makemore.data import dataset_from_config
+
+    path = tmp_path / "sv.txt"
+    path.write_bytes("\n".join(SWEDISH * 4).encode("cp1252"))
+    config = base_config("bigram")
+    config.data_path = str(path)
+    config.encoding = "cp1252"
+    assert "ö" in dataset_from_config(config).vocab.chars
+    del config["encoding"]  # a config saved before the key existed
+    with pytest.raises(UserError, match="not UTF-8"):
+        dataset_from_config(config)
+
+
 def test_utf8_encoded_surrogate_is_rejected(tmp_path):
     path = tmp_path / "s.txt"
     path.write_bytes(b"ab\xed\xa0\x80c\n")  # U+D800 encoded as if it were a character
@@ -254,7 +294,7 @@ def test_fuzz_bytes_either_decode_or_fail_cleanly(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("bytes") / "b.txt"
     path.write_bytes(raw)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark is not part of the text
     except UnicodeDecodeError:
         with pytest.raises(UserError, match="not UTF-8"):
             read_words(path)

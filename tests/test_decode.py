@@ -8,6 +8,7 @@ Letters: R rows, L padded word length, V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -15,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jax_makemore import sample
+from jax_makemore import decode, sample_speedups
 from jax_makemore.data import Vocab
 from jax_makemore.models import model_config, registry
 from jax_makemore.models.base import decode_step, init_cache
-from jax_makemore.models.rnn import GRU
-from jax_makemore.sample import cache_lengths, generate, phase_sizes, spec_decodes
+from jax_makemore.sample import generate
+from jax_makemore.sample_speedups import cache_lengths, phase_sizes
 
 VOCAB = Vocab.from_words(["abcdefghij"])  # 10 letters and the boundary token
 V, L, R = VOCAB.size, 9, 3
@@ -100,7 +101,7 @@ def _both(name, num, **kw):
     model, variables = tiny(name)
     kw = dict(layout="sequences", input_len=L, max_len=L + 4, **kw)
     key = jax.random.PRNGKey(4)
-    cached = generate(model, variables, VOCAB, key, num, **kw)
+    cached = generate(model, variables, VOCAB, key, num, spec=registry()[name], **kw)
     recomputed = generate(model, variables, VOCAB, key, num, recompute=True, **kw)
     return cached, recomputed
 
@@ -140,9 +141,11 @@ def short_words(variables, boundary_logit: float):
 def fresh_samplers():
     """Samplers compiled afresh in the test, and again after it (what `cache_lengths` says is
     read when a sampler is traced)."""
-    sample.make_sampler.cache_clear()
+    sample_speedups.make_sampler.cache_clear()
+    decode.make_sampler.cache_clear()
     yield
-    sample.make_sampler.cache_clear()
+    sample_speedups.make_sampler.cache_clear()
+    decode.make_sampler.cache_clear()
 
 
 # the long-word case compiles every cache stage (~17 s on 2 cores): in .ci/run's slow pass
@@ -157,14 +160,15 @@ def test_the_growing_cache_changes_no_word(short, fresh_samplers, monkeypatch):
     assert cache_lengths(model, variables, L, 2, L - 1) == (2, 4, L)
     assert cache_lengths(*tiny("gru"), L, 2, L - 1) == (L,)  # a state of one size: no stages
     key = jax.random.PRNGKey(4)
-    growing = generate(model, variables, VOCAB, key, 2100, **_KW)
+    spec = registry()["transformer"]
+    growing = generate(model, variables, VOCAB, key, 2100, spec=spec, **_KW)
     assert sum(len(w) >= L for w in growing) >= 10
     after = [sum(len(w) - 1 >= k for w in growing) for k in (1, 3)]  # generating after k steps
     assert after[0] > 525 and (after[1] <= 525) == short  # 525: the second phase's rows
     assert generate(model, variables, VOCAB, key, 2100, recompute=True, **_KW) == growing
-    sample.make_sampler.cache_clear()
-    monkeypatch.setattr(sample, "cache_lengths", lambda *a: (L,))
-    assert generate(model, variables, VOCAB, key, 2100, **_KW) == growing
+    sample_speedups.make_sampler.cache_clear()
+    monkeypatch.setattr(sample_speedups, "cache_lengths", lambda *a: (L,))
+    assert generate(model, variables, VOCAB, key, 2100, spec=spec, **_KW) == growing
 
 
 @pytest.mark.parametrize("name", DECODING)
@@ -175,13 +179,53 @@ def test_a_prefix_longer_than_L_is_recomputed_from_the_first_step(name):
         assert cached == recomputed and all(w.startswith(prefix) for w in cached)
 
 
-def test_a_module_of_no_registered_class_samples_by_recompute():
-    class Unregistered(GRU):
-        pass
-
+def test_a_spec_that_does_not_decode_samples_by_recompute(fresh_samplers, monkeypatch):
+    """The sampler decodes from the cache only when the spec it is given says so: with the
+    decode step broken, a GRU whose spec does not decode (or no spec) still samples, and its
+    words are the recomputing sampler's; the GRU's own spec reaches the broken step."""
     gru, variables = tiny("gru")
-    model = Unregistered(vocab_size=V, **TINY["gru"])
-    assert spec_decodes(gru) and not spec_decodes(model)
-    kw = dict(layout="sequences", input_len=L, max_len=L + 2, top_k=1)
-    words = generate(model, variables, VOCAB, jax.random.PRNGKey(5), 20, **kw)
-    assert words == generate(gru, variables, VOCAB, jax.random.PRNGKey(5), 20, **kw)
+    spec = registry()["gru"]
+    kw = dict(layout="sequences", input_len=L, max_len=L + 2, top_k=3)
+    key = jax.random.PRNGKey(5)
+    recomputed = generate(gru, variables, VOCAB, key, 20, spec=spec, recompute=True, **kw)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("decode step called")
+
+    monkeypatch.setattr(decode, "decode_step", broken)
+    no_decode = dataclasses.replace(spec, decodes=False)
+    assert generate(gru, variables, VOCAB, key, 20, spec=no_decode, **kw) == recomputed
+    assert generate(gru, variables, VOCAB, key, 20, **kw) == recomputed
+    with pytest.raises(RuntimeError, match="decode step called"):
+        generate(gru, variables, VOCAB, key, 20, spec=spec, **kw)
+
+
+def tiny_mlp():
+    """A tiny windows model (BatchNorm MLP, 3-character window) with perturbed variables."""
+    model = registry()["mlp"].build(model_config("mlp", block_size=3, n_embd=4, n_hidden=16), V, L)
+    variables = dict(model.init(jax.random.PRNGKey(0), jnp.zeros((2, 3), jnp.int32), train=False))
+    variables["params"] = _perturbed(variables["params"], jax.random.PRNGKey(1), 0.3)
+    stats = _perturbed(variables["batch_stats"], jax.random.PRNGKey(2), 0.2)
+    variables["batch_stats"] = jax.tree.map(jnp.abs, stats)
+    return model, variables
+
+
+# the transformer at 2,100 compiles every cache stage: in .ci/run's slow pass
+@pytest.mark.parametrize(
+    "name, num",
+    [("mlp", 100), ("mlp", 2100), ("gru", 100), ("gru", 2100), ("transformer", 100),
+     pytest.param("transformer", 2100, marks=pytest.mark.slow)],
+)  # fmt: skip
+def test_the_speedups_change_no_word(name, num):
+    """The plain loop and the phased, growing-cache sampler draw the same words, below the
+    phase threshold (one phase) and above it (four phases), some words past L."""
+    model, variables = tiny_mlp() if name == "mlp" else tiny(name)
+    spec = registry()[name]
+    layout, width = spec.layout, 3 if name == "mlp" else L
+    assert len(phase_sizes(num)) == (1 if num < 2048 else 4)
+    kw = dict(layout=layout, input_len=width, max_len=L + 4, temperature=0.8, spec=spec)
+    key = jax.random.PRNGKey(6)
+    fast = generate(model, variables, VOCAB, key, num, **kw)
+    plain = generate(model, variables, VOCAB, key, num, speedups=False, **kw)
+    assert fast == plain and len(set(fast)) > num // 4
+    assert sum(len(w) >= L for w in fast) >= 1

@@ -9,7 +9,13 @@ from jax_makemore.errors import UserError
 from jax_makemore.models import input_length
 from jax_makemore.models.bigram import CountBigram
 from jax_makemore.restore import load_trained
-from jax_makemore.sample import default_max_len, generate, label_words
+from jax_makemore.sample import (
+    TooFewWords,
+    default_max_len,
+    generate,
+    label_words,
+    sample_words,
+)
 from jax_makemore.train import train_and_evaluate
 
 
@@ -208,10 +214,74 @@ def test_sample_cli_prints_words_on_stdout_and_their_summary_on_stderr(trained):
     mean_len = sum(map(len, words)) / len(words)
     assert result.stderr.strip().splitlines()[-1] == (
         f"7 words: {7 - seen - heldout} new, {seen} in train, {heldout} in val/test; "
-        f"mean length {mean_len:.2f}"
+        f"mean length {mean_len:.2f}; 7 draws"
     )
     again = run_cli("sample", "--workdir", str(trained), "--num", "7", "--seed", "3")
     assert again.stdout == result.stdout
     bad = run_cli("sample", "--workdir", str(trained), "--temperature", "0")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1] == "error: --temperature must be > 0, got 0.0"
+
+
+def test_new_words_are_no_line_of_the_data_file_and_follow_from_the_seed(trained):
+    loaded = load_trained(trained)
+    data = loaded.train_words | loaded.heldout_words
+    key = jax.random.PRNGKey(7)
+    words = sample_words(loaded, key, 300, new=True)
+    assert len(words) == 300 and not set(words) & data
+    assert words == sample_words(loaded, key, 300, new=True)
+    # the first round is the unfiltered draw, less the data's words; later rounds add more
+    first = [w for w in sample_words(loaded, key, 300) if w not in data]
+    assert len(first) < 300 and words[: len(first)] == first
+    unique = sample_words(loaded, key, 300, new=True, unique=True)
+    assert len(set(unique)) == 300 and not set(unique) & data
+    exclude = set(words[:50])
+    others = sample_words(loaded, key, 300, new=True, exclude=exclude)
+    assert len(others) == 300 and not set(others) & (exclude | data)
+
+
+def test_new_needs_the_data_file_and_a_shortfall_keeps_the_words_found(trained):
+    loaded = load_trained(trained)
+    loaded.train_words = loaded.heldout_words = None
+    with pytest.raises(UserError, match="--new needs the data file"):
+        sample_words(loaded, jax.random.PRNGKey(0), 5, new=True)
+    loaded = load_trained(trained)
+    with pytest.raises(TooFewWords) as info:  # one generated character: at most V words
+        sample_words(loaded, jax.random.PRNGKey(0), 60, max_len=1, unique=True)
+    found = info.value.words
+    assert 0 < len(found) < 60 and len(set(found)) == len(found)
+    assert info.value.draws == 100 * 60 and all(len(w) <= 1 for w in found)
+
+
+def test_min_len_keeps_every_word_whole_and_at_least_that_long(trained):
+    loaded = load_trained(trained)
+    key = jax.random.PRNGKey(2)
+    words = sample_words(loaded, key, 500, min_len=6, max_len=8)
+    assert all(6 <= len(w) <= 8 for w in words)
+    assert sum(len(w) < 8 for w in words) > 100  # most words end by themselves
+    plain = sample_words(loaded, key, 500, max_len=8)
+    assert sum(len(w) < 6 for w in plain) > 100  # the limit is what made them long
+
+
+def test_sample_cli_new_top_and_too_few(trained, tmp_path):
+    loaded = load_trained(trained)
+    data = loaded.train_words | loaded.heldout_words
+    out = run_cli("sample", "--workdir", str(trained), "--num", "40", "--new", "--unique")
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.splitlines()
+    assert len(words) == len(set(words)) == 40 and not set(words) & data
+    assert out.stderr.strip().splitlines()[-1].startswith("40 words: 40 new, 0 in train")
+    assert "draws" in out.stderr
+    top = run_cli("sample", "--workdir", str(trained), "--top", "5", "--min_len", "4")
+    assert top.returncode == 0, top.stderr
+    rows = [line.split("\t") for line in top.stdout.splitlines()]
+    nlls = [float(x) for _, x in rows]
+    assert len(rows) == 5 and nlls == sorted(nlls) and all(len(w) >= 4 for w, _ in rows)
+    assert "exact best-first search" in top.stderr
+    short = run_cli(
+        "sample", "--workdir", str(trained), "--num", "60", "--max_len", "1", "--unique"
+    )
+    assert short.returncode == 2
+    assert 0 < len(short.stdout.splitlines()) < 60
+    last = short.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: only ") and "6000 draws" in last
