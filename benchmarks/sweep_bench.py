@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.machine import Sizes, peak_rss_mb
-from jax_makemore import sweep, sweep_program
+from jax_makemore import sweep_program
+from jax_makemore.sweep import expand_members, group_members
 from jax_makemore.train import create_train_state, make_train_chunk
 
 SWEEP_NOTE = (
@@ -71,8 +72,8 @@ def bench_sweep(
     N timed side by side with one model's fused chunk (`train`'s, on one device), alternating
     calls in this one process so that both see the same load; and the compiled sweep
     program's memory (XLA's memory analysis: arguments, outputs and temporaries)."""
-    members = sweep.expand_members(config, [("seed", f"0:{max(counts)}")])
-    group = sweep.group_members(members[:1])[0]
+    members = expand_members(config, [("seed", f"0:{max(counts)}")])
+    group = group_members(members[:1])[0]
     model, ds = group.model(), group.ds
     X_train, Y_train = (jnp.asarray(a) for a in ds.split("train"))
     k_single = sizes.train_steps
