@@ -29,7 +29,6 @@ flags print the same words.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -44,7 +43,9 @@ from jax_makemore.data import Vocab, read_words
 from jax_makemore.decode import initial_state
 from jax_makemore.errors import UserError, run_cli
 from jax_makemore.models.base import ModelSpec
+from jax_makemore.prefix_probs import next_char_logprobs
 from jax_makemore.restore import LoadedModel, default_max_len
+from jax_makemore.search import excluded_words, most_likely_search
 
 __all__ = ["default_max_len", "generate", "next_char_probs", "sample_words", "TooFewWords"]
 
@@ -141,19 +142,6 @@ def generate(
     ]
     tokens_NxG = np.concatenate(jax.device_get(chunks))[:num]
     return [prefix + vocab.decode(row) for row in tokens_NxG]
-
-
-def excluded_words(trained: LoadedModel, new: bool, exclude: Iterable[str] = ()) -> set[str]:
-    """The words --new and --exclude drop: the data file's lines (new), and `exclude`."""
-    out = set(exclude)
-    if new:
-        if trained.train_words is None or trained.heldout_words is None:
-            raise UserError(
-                f"--new needs the data file the model was trained on, and "
-                f"'{trained.config.data_path}' is missing or changed (config key data_path)"
-            )
-        out |= trained.train_words | trained.heldout_words
-    return out
 
 
 def read_exclude(path: str, trained: LoadedModel) -> list[str]:
@@ -283,38 +271,6 @@ def next_char_probs(trained: LoadedModel, prefix: str = "") -> np.ndarray:
     return np.exp(next_char_logprobs(trained, [prefix])[0])
 
 
-def next_char_logprobs(trained: LoadedModel, prefixes: Sequence[str]) -> np.ndarray:
-    """logp_PxV: the log of `next_char_probs` of each prefix, in one forward (padded to a
-    power of 2 rows, so that few shapes compile)."""
-    rows, lasts = [], []
-    for prefix in prefixes:
-        state_S, start = initial_state(trained.layout, trained.input_len, trained.vocab, prefix, 1)
-        if trained.layout == "windows":
-            rows.append(state_S)
-        else:
-            L = trained.input_len
-            first = max(0, start - L)
-            rows.append(state_S[first : first + L])
-            lasts.append(start - 1 - first)
-    P = len(rows)
-    padded = 1 << max(P - 1, 0).bit_length()
-    rows_PxS = np.asarray(rows + [rows[0]] * (padded - P), np.int32)
-    logits = _forward(trained.model, trained.variables, rows_PxS)[:P]
-    if trained.layout == "sequences":
-        logits = logits[np.arange(P), np.asarray(lasts)]
-    return np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)), np.float64)
-
-
-def _forward(model: nn.Module, variables: Any, rows_PxS: np.ndarray) -> np.ndarray:
-    return np.asarray(_jit_apply(model)(variables, rows_PxS))
-
-
-@functools.lru_cache(maxsize=16)
-def _jit_apply(model: nn.Module) -> Any:
-    """A jitted eval-mode `model.apply`, one per module."""
-    return jax.jit(lambda v, x: model.apply(v, x, train=False))
-
-
 def label_words(words: Sequence[str], train_words: set[str], heldout_words: set[str]) -> list[str]:
     """'in train', 'in val/test' or 'new' for each word (makemore's sample printout)."""
     return [
@@ -369,8 +325,6 @@ def sampling_parser() -> argparse.ArgumentParser:
 
 def print_top(loaded: LoadedModel, args: argparse.Namespace) -> int:
     """--top N: the most likely words, `word<TAB>nll`, most likely first."""
-    from jax_makemore.search import most_likely_search
-
     found = most_likely_search(
         loaded, args.top, prefix=args.prefix, new=args.new, min_len=args.min_len,
         max_len=args.max_len, exclude=read_exclude(args.exclude, loaded) if args.exclude else (),

@@ -26,8 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 from jax_makemore.errors import UserError
+from jax_makemore.prefix_probs import next_char_logprobs
 from jax_makemore.restore import LoadedModel
-from jax_makemore.sample import excluded_words, next_char_logprobs
 
 #: Prefixes expanded per forward.
 EXPAND_BATCH = 256
@@ -48,6 +48,19 @@ class _Limits(NamedTuple):
     min_len: int
     max_len: int  # generated characters
     banned: frozenset[str]
+
+
+def excluded_words(trained: LoadedModel, new: bool, exclude: Iterable[str] = ()) -> set[str]:
+    """The words --new and --exclude drop: the data file's lines (new), and `exclude`."""
+    out = set(exclude)
+    if new:
+        if trained.train_words is None or trained.heldout_words is None:
+            raise UserError(
+                f"--new needs the data file the model was trained on, and "
+                f"'{trained.config.data_path}' is missing or changed (config key data_path)"
+            )
+        out |= trained.train_words | trained.heldout_words
+    return out
 
 
 def _children(trained: LoadedModel, lim: _Limits, prefixes: list[str]) -> list[np.ndarray]:
