@@ -304,3 +304,26 @@ def test_fuzz_bytes_either_decode_or_fail_cleanly(tmp_path_factory, raw):
             read_words(path)
     else:
         assert read_words(path) == [w.strip() for w in text.splitlines() if w.strip()]
+
+
+def test_a_cp1252_file_trains_samples_and_resumes(tmp_path):
+    """Swedish names in cp1252 with config key encoding: training reads them (ö, å, ä in the
+    vocabulary), sampling works, and a resumed run continues from the checkpoint."""
+    import jax
+    from conftest import tiny_config
+
+    from jax_makemore.restore import load_trained
+    from jax_makemore.sample import sample_words
+    from jax_makemore.train import train_and_evaluate
+
+    path = tmp_path / "sv.txt"
+    path.write_bytes("\n".join(SWEDISH * 20).encode("cp1252"))
+    config, name = tiny_config("mlp", path, encoding="cp1252", num_steps=20, steps_per_call=10)
+    train_and_evaluate(config, name, tmp_path / "w")
+    loaded = load_trained(tmp_path / "w")
+    assert {"å", "ö", "ä"} <= set(loaded.vocab.chars) and loaded.step == 20
+    words = sample_words(loaded, jax.random.PRNGKey(0), 50)
+    assert len(words) == 50 and set("".join(words)) <= set(loaded.vocab.chars)
+    config.num_steps = 40
+    train_and_evaluate(config, name, tmp_path / "w", resume=True)
+    assert load_trained(tmp_path / "w").step == 40
