@@ -19,10 +19,11 @@ def sampling_runs(
     trained: tuple, batch: int, calls: int, recompute: bool
 ) -> tuple[Callable[[], float], Callable[[], float] | None]:
     """(cached default, recompute path or None) for `calls` batches of `batch` words through
-    `generate` (decoding to strings included); each returns the names it drew."""
+    `generate` (decoding to strings included; the spec lets a decoding model use its cache);
+    each returns the names it drew."""
     config, ds, spec, model, variables, key = trained
     kw = dict(
-        layout=spec.layout, input_len=input_length(config.model, ds.seq_len),
+        layout=spec.layout, spec=spec, input_len=input_length(config.model, ds.seq_len),
         max_len=default_max_len(ds.longest_word), batch_size=batch,
     )  # fmt: skip
 
