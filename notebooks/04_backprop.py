@@ -172,7 +172,6 @@ for name, r in [("mlp (jax.grad)", run), ("mlp_manual (by hand)", run_manual)]:
     print(
         f"{name:22s}",
         {k: round(v, 5) for k, v in r.losses().items()},
-        f"{r.results['wall_seconds']:.1f} s",
     )
 gap = max(abs(run.losses()[s] - run_manual.losses()[s]) for s in ("train", "val", "test"))
 print(f"largest difference of the split losses: {gap:.1e}")
