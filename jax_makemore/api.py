@@ -203,6 +203,17 @@ class Run:
             top_k=top_k, prefix=prefix, max_len=max_len, **options,
         )  # fmt: skip
 
+    def most_likely(
+        self, num: int = 10, *, prefix: str = "", new: bool = False, **limits: Any
+    ) -> list[tuple[str, float]]:
+        """The `num` words of highest probability under the model (the end token included),
+        each with its NLL, most likely first: `sample --top N` (exact best-first search within
+        a budget of expansions, else beam search). `new`: no word of the data file; `limits`:
+        `min_len`, `max_len`, `exclude`, `budget`, `beam_width` (`search.most_likely`)."""
+        from jax_makemore.search import most_likely
+
+        return most_likely(self.trained, num, prefix=prefix, new=new, **limits)
+
     def score(self, words: Sequence[str]) -> list[dict[str, Any]]:
         """Each word's NLL as `evaluate --score` prints it: {"word", "nll" (total over
         len(word) + 1 predictions, the end token included), "nll_per_char"}."""

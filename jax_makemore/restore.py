@@ -77,7 +77,8 @@ def load_trained(workdir: str | Path) -> LoadedModel:
     train_words = heldout_words = None
     if Path(config.data_path).is_file():
         try:
-            words = read_words(config.data_path, config.max_word_length)
+            encoding = config.get("encoding", "utf-8")  # checkpoints older than the key
+            words = read_words(config.data_path, config.max_word_length, encoding=encoding)
             splits = split_data(words, config.split_seed, config.split_fractions, config.split_by)
             train_words, heldout_words = set(splits[0]), set(splits[1]) | set(splits[2])
         except UserError:  # the file changed since training: no new/seen labels, still usable

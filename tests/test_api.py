@@ -133,6 +133,30 @@ def test_sample_equals_the_sample_command_and_a_reload(trained):
     assert run.sample(10, seed=4, prefix="ma") != run.sample(10, seed=3, prefix="ma")
 
 
+def test_most_likely_equals_sample_top_and_the_scores(trained):
+    run, workdir, _ = trained
+    best = run.most_likely(5, prefix="a")
+    cli = run_cli("sample", "--workdir", str(workdir), "--top", "5", "--prefix", "a")
+    assert cli.returncode == 0, cli.stderr
+    printed = [line.split("\t") for line in cli.stdout.splitlines()]
+    assert [w for w, _ in best] == [w for w, _ in printed]
+    assert [f"{nll:.4f}" for _, nll in best] == [n for _, n in printed]
+    nlls = [nll for _, nll in best]
+    assert nlls == sorted(nlls) and all(w.startswith("a") for w, _ in best)
+    scored = [s["nll"] for s in run.score([w for w, _ in best])]
+    assert nlls == pytest.approx(scored, rel=1e-5)
+    new = run.most_likely(3, new=True)
+    assert not {w for w, _ in new} & (run.trained.train_words | run.trained.heldout_words)
+
+
+def test_sample_options_reach_the_sampler(trained):
+    run, _, _ = trained
+    words = run.sample(50, seed=1, new=True, unique=True, min_len=5)
+    known = run.trained.train_words | run.trained.heldout_words
+    assert len(set(words)) == 50 and not set(words) & known
+    assert all(len(w) >= 5 for w in words)
+
+
 def test_score_equals_evaluate_score(trained):
     run, workdir, _ = trained
     got = run.score(["emma", "zzzzq"])

@@ -3,7 +3,7 @@ scheduled for the 2-core CPU budget: dropout 0.2, batches of 64 words, AdamW at 
 500-step linear warm-up and a cosine decay to 5% over 20,000 steps, weight decay 0.1 on the
 weight matrices only (embeddings and kernels; not biases or LayerNorm gains), and an
 exponential moving average of the params (0.999, about the last 1,000 steps) that evaluation,
-sampling and scoring use. How the values were chosen: docs/transformer.md."""
+sampling and scoring use. How the values were chosen: docs/experiments/transformer.md."""
 
 from jax_makemore.config import base_config, makemore_training
 
