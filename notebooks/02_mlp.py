@@ -94,6 +94,9 @@ print(jax.tree.map(jnp.shape, params))
 #
 # 14 is 3.2M over the whole file's 231,718 windows; training sees only the training split,
 # so each of its windows is seen 17.3 times ([row 12](../docs/experiments/notes_claims.md#12-examples-seen)).
+# Of "noise is your friend": at equal examples seen, batches of 32 do reach a far lower val
+# than full-batch steps, but at equal steps their train-val gap is not measurably smaller
+# than batch 256's ([row 11](../docs/experiments/notes_claims.md#11-mini-batches)).
 # This run's 20,000 steps:
 
 # %%
