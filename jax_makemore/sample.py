@@ -29,8 +29,9 @@ flags print the same words.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -95,7 +96,7 @@ def check_lengths(prefix: str, min_len: int, max_len: int) -> None:
         )
 
 
-def generate(
+def generate_batches(
     model: nn.Module,
     variables: Any,
     vocab: Vocab,
@@ -113,8 +114,12 @@ def generate(
     spec: ModelSpec | None = None,
     recompute: bool = False,
     speedups: bool = True,
-) -> list[str]:
-    """`num` words, each `prefix` + up to `max_len` generated characters and at least
+) -> Iterator[list[str]]:
+    """`generate`'s words batch by batch, each fetched from the device as soon as it is drawn
+    while the next batch is already running: a caller can write them as they come, in memory
+    that does not grow with `num`.
+
+    `num` words, each `prefix` + up to `max_len` generated characters and at least
     `min_len` characters in all, from a model of `layout` that reads `input_len` positions
     (models.input_length).
 
@@ -136,12 +141,23 @@ def generate(
         model, layout, input_len, max_len, start, len(prefix), vocab.boundary_id, use_cache
     )
     knobs = decode.Knobs(jnp.float32(temperature), jnp.int32(top_k), jnp.int32(min_len))
-    chunks = [
-        sampler(variables, jax.random.fold_in(key, i), state_BxS, knobs)
-        for i in range(-(-num // batch))
-    ]
-    tokens_NxG = np.concatenate(jax.device_get(chunks))[:num]
-    return [prefix + vocab.decode(row) for row in tokens_NxG]
+    num_batches = -(-num // batch)
+
+    def launch(i: int) -> jax.Array:  # dispatched asynchronously: the device runs ahead
+        return sampler(variables, jax.random.fold_in(key, i), state_BxS, knobs)
+
+    pending = launch(0)
+    for i in range(num_batches):
+        following = launch(i + 1) if i + 1 < num_batches else None
+        tokens_BxG = np.asarray(jax.device_get(pending))[: num - i * batch]
+        yield [prefix + vocab.decode(row) for row in tokens_BxG]
+        pending = following
+
+
+def generate(model: nn.Module, variables: Any, vocab: Vocab, key: jax.Array, num: int, **kw: Any):
+    """`num` words (`generate_batches`'s, in one list): each `prefix` + up to `max_len`
+    generated characters, from a model of `layout` that reads `input_len` positions."""
+    return [w for words in generate_batches(model, variables, vocab, key, num, **kw) for w in words]
 
 
 def read_exclude(path: str, trained: LoadedModel) -> list[str]:
@@ -156,80 +172,99 @@ class Drawn(NamedTuple):
     draws: int
 
 
-def filtered_words(draw_round, num: int, key: jax.Array, banned: set[str], unique: bool) -> Drawn:
-    """Up to `num` words of `draw_round(key_r)` (a list of num words) not in `banned` (and
-    none twice if `unique`), round 0 from `key`, round r from fold_in(key', r), at most
-    MAX_ROUNDS rounds."""
-    words: list[str] = []
+class Tally:
+    """How many words a stream of batches drew, and how many it gave."""
+
+    def __init__(self) -> None:
+        self.draws = self.found = 0
+
+
+def filtered_batches(
+    round_batches, num: int, key: jax.Array, banned: set[str], unique: bool, tally: Tally
+) -> Iterator[list[str]]:
+    """Up to `num` words of `round_batches(key_r)` (batches of num words in all) not in
+    `banned` (and none twice if `unique`), batch by batch: round 0 from `key`, round r from
+    fold_in(key', r), at most MAX_ROUNDS rounds."""
     seen = set(banned)
-    draws = 0
     salted = jax.random.fold_in(key, _REDRAW_SALT)
     for r in range(MAX_ROUNDS):
-        batch = draw_round(key if r == 0 else jax.random.fold_in(salted, r))
-        draws += len(batch)
-        for w in batch:
-            if w in seen:
-                continue
-            words.append(w)
-            if unique:
-                seen.add(w)
-            if len(words) == num:
-                return Drawn(words, draws)
-    return Drawn(words, draws)
+        for batch in round_batches(key if r == 0 else jax.random.fold_in(salted, r)):
+            tally.draws += len(batch)
+            kept = []
+            for w in batch:
+                if w in seen:
+                    continue
+                kept.append(w)
+                if unique:
+                    seen.add(w)
+                if tally.found + len(kept) == num:
+                    break
+            tally.found += len(kept)
+            yield kept
+            if tally.found == num:
+                return
 
 
-def draw_words(
+def word_batches(
     trained: LoadedModel,
     key: jax.Array,
     num: int,
+    tally: Tally,
     *,
     new: bool = False,
     unique: bool = False,
     exclude: Iterable[str] = (),
     **kw: Any,
-) -> Drawn:
-    """`sample_words`'s words and how many draws they took (`num` without filters)."""
+) -> Iterator[list[str]]:
+    """`sample_words`'s words batch by batch as they are drawn; `tally` counts the draws."""
     banned = excluded_words(trained, new, exclude)
 
-    def draw_round(k: jax.Array) -> list[str]:
-        return generate(
+    def round_batches(k: jax.Array) -> Iterator[list[str]]:
+        return generate_batches(
             trained.model, trained.variables, trained.vocab, k, num, layout=trained.layout,
             input_len=trained.input_len, spec=trained.spec, **kw,
         )  # fmt: skip
 
-    if not (banned or unique):
-        return Drawn(draw_round(key), num)
-    return filtered_words(draw_round, num, key, banned, unique)
+    if banned or unique:
+        yield from filtered_batches(round_batches, num, key, banned, unique, tally)
+        return
+    for batch in round_batches(key):
+        tally.draws += len(batch)
+        tally.found += len(batch)
+        yield batch
 
 
-def sample_drawn(
-    trained: LoadedModel,
-    key: jax.Array,
-    num: int,
-    *,
-    max_len: int = 0,
-    new: bool = False,
-    unique: bool = False,
-    exclude: Iterable[str] = (),
-    **kw: Any,
-) -> Drawn:
-    """`sample_words`'s words (up to `num`, fewer when the rounds run out) and their draws."""
+def stream_words(
+    trained: LoadedModel, key: jax.Array, num: int, tally: Tally, *, max_len: int = 0, **kw: Any
+) -> Iterator[list[str]]:
+    """The batches of `sample_words` (up to `num` words, fewer when the rounds run out)."""
     if max_len < 0:
         raise UserError(f"--max_len must be >= 0, got {max_len}")
-    kw["max_len"] = max_len or trained.default_max_len
-    return draw_words(trained, key, num, new=new, unique=unique, exclude=exclude, **kw)
+    return word_batches(trained, key, num, tally, max_len=max_len or trained.default_max_len, **kw)
+
+
+def sample_drawn(trained: LoadedModel, key: jax.Array, num: int, **kw: Any) -> Drawn:
+    """`sample_words`'s words (up to `num`, fewer when the rounds run out) and their draws."""
+    tally = Tally()
+    words = [w for batch in stream_words(trained, key, num, tally, **kw) for w in batch]
+    return Drawn(words, tally.draws)
+
+
+def too_few(found: int, draws: int, num: int, temperature: float, words=()) -> TooFewWords:
+    """The one-line error of a request the rounds could not fill: how many, what to change."""
+    return TooFewWords(
+        f"only {found} of {num} words passed --new/--unique/--exclude in {draws} draws "
+        f"({MAX_ROUNDS} rounds of {num}); ask for fewer (--num), or widen the distribution "
+        f"(--temperature above {temperature}, --top_k 0)",
+        list(words),
+        draws,
+    )
 
 
 def enough(drawn: Drawn, num: int, temperature: float) -> list[str]:
     """The words, or `TooFewWords` (one line: how many, and what to change)."""
     if len(drawn.words) < num:
-        raise TooFewWords(
-            f"only {len(drawn.words)} of {num} words passed --new/--unique/--exclude in "
-            f"{drawn.draws} draws ({MAX_ROUNDS} rounds of {num}); ask for fewer (--num), "
-            f"or widen the distribution (--temperature above {temperature}, --top_k 0)",
-            drawn.words,
-            drawn.draws,
-        )
+        raise too_few(len(drawn.words), drawn.draws, num, temperature, drawn.words)
     return drawn.words
 
 
@@ -279,17 +314,38 @@ def label_words(words: Sequence[str], train_words: set[str], heldout_words: set[
     ]
 
 
+class Summary:
+    """The stderr summary of a stream of words, counted batch by batch (no word is kept)."""
+
+    def __init__(self, train_words: set[str] | None, heldout_words: set[str] | None) -> None:
+        self.train_words, self.heldout_words = train_words, heldout_words
+        self.words = self.chars = 0
+        self.counts = {"new": 0, "in train": 0, "in val/test": 0}
+
+    def add(self, words: Sequence[str]) -> None:
+        self.words += len(words)
+        self.chars += sum(len(w) for w in words)
+        if self.train_words is not None and self.heldout_words is not None:
+            for label in label_words(words, self.train_words, self.heldout_words):
+                self.counts[label] += 1
+
+    def line(self) -> str:
+        mean_len = self.chars / max(self.words, 1)
+        if self.train_words is None or self.heldout_words is None:
+            return f"{self.words} words, mean length {mean_len:.2f} (data file not found: no new/seen counts)"
+        c = self.counts
+        return (
+            f"{self.words} words: {c['new']} new, {c['in train']} in train, "
+            f"{c['in val/test']} in val/test; mean length {mean_len:.2f}"
+        )
+
+
 def summarize(
     words: Sequence[str], train_words: set[str] | None, heldout_words: set[str] | None
 ) -> str:
-    mean_len = sum(len(w) for w in words) / max(len(words), 1)
-    if train_words is None or heldout_words is None:
-        return f"{len(words)} words, mean length {mean_len:.2f} (data file not found: no new/seen counts)"
-    labels = label_words(words, train_words, heldout_words)
-    return (
-        f"{len(words)} words: {labels.count('new')} new, {labels.count('in train')} in train, "
-        f"{labels.count('in val/test')} in val/test; mean length {mean_len:.2f}"
-    )
+    summary = Summary(train_words, heldout_words)
+    summary.add(words)
+    return summary.line()
 
 
 def sampling_parser() -> argparse.ArgumentParser:
@@ -343,17 +399,24 @@ def main(argv: Sequence[str]) -> int:
     if args.top:
         return print_top(loaded, args)
     exclude = read_exclude(args.exclude, loaded) if args.exclude else ()
-    drawn = sample_drawn(
-        loaded, jax.random.PRNGKey(args.seed), args.num, temperature=args.temperature,
+    tally, summary = Tally(), Summary(loaded.train_words, loaded.heldout_words)
+    batches = stream_words(
+        loaded, jax.random.PRNGKey(args.seed), args.num, tally, temperature=args.temperature,
         top_k=args.top_k, prefix=args.prefix, max_len=args.max_len, min_len=args.min_len,
         recompute=args.recompute, speedups=not args.no_speedups, new=args.new,
         unique=args.unique, exclude=exclude,
     )  # fmt: skip
-    sys.stdout.write("".join(w + "\n" for w in drawn.words))
-    sys.stdout.flush()
-    summary = summarize(drawn.words, loaded.train_words, loaded.heldout_words)
-    print(f"{summary}; {drawn.draws} draws", file=sys.stderr)
-    enough(drawn, args.num, args.temperature)  # exit 2 when short, after the words
+    try:
+        for words in batches:  # each batch written as it is drawn: `| head` prints at once
+            sys.stdout.write("".join(w + "\n" for w in words))
+            sys.stdout.flush()
+            summary.add(words)
+    except BrokenPipeError:  # the reader closed the pipe (`| head`): it has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    print(f"{summary.line()}; {tally.draws} draws", file=sys.stderr)
+    if tally.found < args.num:  # exit 2 when short, after the words
+        raise too_few(tally.found, tally.draws, args.num, args.temperature)
     return 0
 
 

@@ -285,3 +285,47 @@ def test_sample_cli_new_top_and_too_few(trained, tmp_path):
     assert 0 < len(short.stdout.splitlines()) < 60
     last = short.stderr.strip().splitlines()[-1]
     assert last.startswith("error: only ") and "6000 draws" in last
+
+
+def test_the_cli_streams_batches_with_the_words_of_one_list(trained):
+    """Past one batch (10,000 words) the command writes batch by batch; the words are those
+    of `sample_words` in one list, and the summary counts every batch."""
+    loaded = load_trained(trained)
+    expected = sample_words(loaded, jax.random.PRNGKey(2), 10_500)
+    cli = run_cli("sample", "--workdir", str(trained), "--num", "10500", "--seed", "2")
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.splitlines() == expected
+    assert "10500 words:" in cli.stderr and "10500 draws" in cli.stderr
+
+
+def test_generate_batches_yields_the_first_batch_before_drawing_the_rest(trained):
+    from jax_makemore.sample import generate_batches
+
+    loaded = load_trained(trained)
+    kw = dict(layout=loaded.layout, input_len=loaded.input_len, max_len=12, spec=loaded.spec)
+    stream = generate_batches(
+        loaded.model, loaded.variables, loaded.vocab, jax.random.PRNGKey(0), 10**9, **kw
+    )
+    first = next(stream)  # 10**9 words would not fit in memory: only one batch is drawn
+    assert len(first) == 10_000
+    assert first[:50] == generate(
+        loaded.model, loaded.variables, loaded.vocab, jax.random.PRNGKey(0), 50,
+        batch_size=10_000, **kw,
+    )[:50]  # fmt: skip
+
+
+def test_a_closed_pipe_ends_the_sample_command_quietly(trained):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jax_makemore.sample", "--workdir", str(trained), "--num", "10000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True,
+    )  # fmt: skip
+    lines = [proc.stdout.readline() for _ in range(3)]
+    proc.stdout.close()  # as `| head -3` does
+    _, err = proc.communicate(timeout=600)
+    assert all(line.strip() for line in lines)
+    assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
