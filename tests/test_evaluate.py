@@ -2,6 +2,7 @@
 ensemble of several runs (a sweep's seeds) against an independent NumPy mixture."""
 
 import contextlib
+import importlib
 import io
 import json
 
@@ -10,11 +11,14 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_config, write_small_names
 
-from jax_makemore import errors, evaluate, sweep
+from jax_makemore import errors, evaluate
 from jax_makemore.data import IGNORE, dataset_from_config
 from jax_makemore.errors import UserError
 from jax_makemore.restore import load_trained
 from jax_makemore.train import train_and_evaluate
+
+#: the sweep module (`jax_makemore.sweep`, the attribute of the package, is the API function)
+sweep = importlib.import_module("jax_makemore.sweep")
 
 #: A tiny RNN (sequences layout: padded rows with IGNORE targets), evaluated in batches of 64
 #: rows so a split spans several batches, the last one padded.
@@ -267,6 +271,7 @@ def test_sweep_report_reads_a_sweep_or_its_run_dirs_alike(seed_sweep, capsys):
     """scripts/sweep_report.py: grouped by a config key, each row is that member's results.json;
     the sweep directory and its members listed one by one give the same table."""
     import sweep_report as report  # scripts/ is on pytest's pythonpath
+
     sweep_dir, members = seed_sweep
     assert report.main([str(sweep_dir), "--key", "seed", "--num", "50"]) == 0
     by_sweep = capsys.readouterr().out.splitlines()

@@ -4,6 +4,7 @@ training, and TensorBoard event files equal to metrics.jsonl across a resume."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -15,12 +16,15 @@ import pytest
 from conftest import run_cli, tiny_config, write_small_names
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore import memory, sweep
+from jax_makemore import memory
 from jax_makemore.errors import DivergedError, Interrupted, UserError
 from jax_makemore.logs import MemberProgress, NullLog
 from jax_makemore.loop import ChunkOut, Loop, MemberRun
-from jax_makemore.train import train_and_evaluate
+from jax_makemore.train import run_keys, train_and_evaluate
 from jax_makemore.workdir import read_jsonl
+
+#: the sweep module (`jax_makemore.sweep`, the attribute of the package, is the API function)
+sweep = importlib.import_module("jax_makemore.sweep")
 
 TINY = dict(n_hidden=16, n_embd=4, batch_size=16, steps_per_call=40)
 
@@ -316,7 +320,7 @@ def test_words_and_characters_seen_count_the_drawn_batches(tmp_path):
     config, name = tiny_config("transformer", data, packed=False, **values)
     results = train_and_evaluate(config, name, tmp_path / "run")
     _, Y = dataset_from_config(config).split("train")
-    data_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)[1]
+    data_key = run_keys(config.seed)[1]
     chars = 0
     for step in range(20):  # the rows each padded step drew, as batches.draw_batch draws them
         idx = jax.random.randint(jax.random.fold_in(data_key, step), (8,), 0, len(Y))

@@ -1,6 +1,7 @@
 """Every bad input is a one-line error with a non-zero status and no traceback; interrupted,
 killed or diverging runs lose nothing (issue 6)."""
 
+import importlib
 import json
 import os
 import signal
@@ -13,9 +14,12 @@ import pytest
 from conftest import REPO, run_cli, write_small_names
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore import evaluate, sample, train
+from jax_makemore import evaluate, sample
 from jax_makemore.errors import run_cli as run_main
 from jax_makemore.restore import load_trained
+
+#: the train module (`jax_makemore.train`, the attribute of the package, is the API function)
+train = importlib.import_module("jax_makemore.train")
 
 
 def cli(main, *argv, capsys):

@@ -4,6 +4,7 @@ single `train` runs, interrupt and resume, memory checks, the command line and i
 Everything trains a tiny MLP on 1,500 names for a few dozen steps, so the file stays fast."""
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -20,7 +21,7 @@ from conftest import assert_png, run_cli, tiny_config, tiny_setup, write_small_n
 from flax import linen as nn
 
 from jax_makemore import checkpoint as ckpt
-from jax_makemore import memory, sweep, sweep_members, sweep_program
+from jax_makemore import memory, sweep_members, sweep_program
 from jax_makemore.errors import Interrupted, UserError
 from jax_makemore.evaluate import split_losses
 from jax_makemore.logs import MemberProgress
@@ -28,6 +29,9 @@ from jax_makemore.models import ModelSpec
 from jax_makemore.optim import build_optimizer, learning_rate_schedule, resolved_value
 from jax_makemore.restore import load_trained
 from jax_makemore.train import train_and_evaluate
+
+#: the sweep module (`jax_makemore.sweep`, the attribute of the package, is the API function)
+sweep = importlib.import_module("jax_makemore.sweep")
 
 #: A tiny MLP: 120 steps in chunks of 40, one evaluation at the end.
 TINY = dict(
