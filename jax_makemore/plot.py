@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jax_makemore import diagnostics
+from jax_makemore import diagnostics, rundir
 from jax_makemore.errors import UserError, run_cli
 from jax_makemore.figures import (
     VOWELS,
@@ -49,7 +49,6 @@ from jax_makemore.figures import (
     sweep_losses_figure,
     updates_figure,
 )
-from jax_makemore.workdir import read_jsonl
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -173,7 +172,7 @@ def sweep_curves_figure(record: dict[str, Any], workdir: str | Path) -> Figure |
     runs = [
         (
             ", ".join(f"{k}={m['overrides'][k]}" for k in keys) or m["name"],
-            read_jsonl(Path(workdir) / m["workdir"] / "metrics.jsonl"),
+            rundir.read_metrics(Path(workdir) / m["workdir"]),
         )
         for m in record["members"]
     ]
@@ -191,10 +190,10 @@ def plot_sweep_curves(
 def _compare_runs(workdirs: Sequence[str | Path]) -> list[tuple[str, list[dict[str, Any]]]]:
     runs = []
     for workdir in map(Path, workdirs):
-        metrics_file = workdir / "metrics.jsonl"
+        metrics_file = workdir / rundir.METRICS_FILE
         if not metrics_file.is_file():
             raise UserError(f"--compare: '{workdir}' has no metrics.jsonl (not a trained run)")
-        runs.append((workdir.name, read_jsonl(metrics_file)))
+        runs.append((workdir.name, rundir.read_jsonl(metrics_file)))
     return runs
 
 
@@ -224,9 +223,7 @@ def plot_compare(workdirs: Sequence[str | Path], path: str | Path, dpi: int = 10
 def _sweep_figures(workdir: Path) -> tuple[dict[str, Figure], list[str]]:
     """(figures by file stem, one line per picture that does not apply yet, saying why) of the
     sweep workdir `workdir`."""
-    import json
-
-    record = json.loads((workdir / "sweep.json").read_text(encoding="utf-8"))
+    record = rundir.read_sweep(workdir)
     figures, skipped = {}, []
     if any((m.get("loss") or {}).get("val") is not None for m in record["members"]):
         figures["sweep"] = sweep_losses_figure(record)
@@ -246,7 +243,7 @@ def _trained_figures(workdir: Path, loaded: LoadedModel) -> tuple[dict[str, Figu
     figures: dict[str, Figure] = {}
     skipped = []
     name = loaded.config.model.name
-    metrics = read_jsonl(workdir / "metrics.jsonl")
+    metrics = rundir.read_metrics(workdir)
     if metrics:
         figures["loss"] = loss_figure(
             metrics, f"{loaded.config_name} ({name}), {loaded.step} steps"
@@ -263,7 +260,7 @@ def _trained_figures(workdir: Path, loaded: LoadedModel) -> tuple[dict[str, Figu
         figures["embedding"] = embedding
     else:
         skipped.append(f"embedding.png: model {name} has no character embedding table")
-    rows = read_jsonl(workdir / diagnostics.FILENAME)
+    rows = rundir.read_diagnostics(workdir)
     if rows:
         figures["activations"] = activations_figure(rows)
         figures["updates"] = updates_figure(rows)
@@ -280,7 +277,7 @@ def run_figures(workdir: str | Path, loaded: LoadedModel | None = None) -> dict[
     workdir. `loaded` (`restore.load_trained(workdir)`) saves restoring the checkpoint again."""
     require_matplotlib()
     workdir = Path(workdir)
-    if (workdir / "sweep.json").is_file():
+    if rundir.is_sweep_dir(workdir):
         return _sweep_figures(workdir)[0]
     if loaded is None:
         from jax_makemore.restore import load_trained
@@ -335,7 +332,7 @@ def plot_run(
 
     require_matplotlib()  # fail early and clearly without matplotlib
     workdir = Path(workdir)
-    if (workdir / "sweep.json").is_file():  # a sweep's workdir (python -m jax_makemore.sweep)
+    if rundir.is_sweep_dir(workdir):  # a sweep's workdir (python -m jax_makemore.sweep)
         return plot_sweep(workdir, out, dpi)
     loaded = load_trained(workdir)
     out = output_dir(workdir, out)
