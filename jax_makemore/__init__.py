@@ -39,6 +39,7 @@ _EXPORTS = {
     "get_config": "jax_makemore.api",
     "train": "jax_makemore.api",
     "load": "jax_makemore.api",
+    "init": "jax_makemore.api",
     "Run": "jax_makemore.api",
     "configs": "jax_makemore.api",
     "models": "jax_makemore.api",

@@ -23,10 +23,10 @@ import jax
 import ml_collections
 
 from jax_makemore import config as config_lib
+from jax_makemore import rundir
 from jax_makemore.data import SPLITS, Dataset, dataset_from_config
 from jax_makemore.errors import Interrupted, UserError
 from jax_makemore.restore import LoadedModel, load_trained
-from jax_makemore.workdir import RESULTS_FILE
 
 #: The config name of each config `get_config` returned (by object id, while it lives), so that
 #: `train(config)` picks the command's default workdir `runs/<config name>`.
@@ -110,6 +110,17 @@ def train(
     return Run(trained_model(r), workdir, results)
 
 
+def init(config: ml_collections.ConfigDict | str, **overrides: Any) -> Run:
+    """The config's model as training starts it, before any step (a fitted model, the count
+    bigram, comes fitted): its initial loss, samples and variables, with no workdir written.
+    The variables are those `train` starts from with the same seed."""
+    from jax_makemore.train import build_run, trained_model
+
+    config = _resolved(config, overrides)
+    name = _CONFIG_NAMES.get(id(config), "config")
+    return Run(trained_model(build_run(config, name, Path("."))), None, None)
+
+
 def load(workdir: str | Path) -> Run:
     """The trained model of any workdir `train` wrote (the command's or `jm.train`'s), at its
     latest checkpoint: the same `Run` that `train` returns."""
@@ -164,13 +175,25 @@ class Run:
     @property
     def results(self) -> dict[str, Any] | None:
         """The dict written to `results.json` (None while the run has not finished)."""
-        if self._results is None:
-            path = self.workdir / RESULTS_FILE
-            if path.is_file():
-                import json
-
-                self._results = json.loads(path.read_text(encoding="utf-8"))
+        if self._results is None and self.workdir is not None:
+            if rundir.has_results(self.workdir):
+                self._results = rundir.read_results(self.workdir)
         return self._results
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """`metrics.jsonl`: one record per logged chunk (step, loss, lr, steps/s, words and
+        characters seen; `split_loss` at each evaluation)."""
+        return rundir.read_metrics(self._written_dir())
+
+    def diagnostics(self) -> list[dict[str, Any]]:
+        """`diagnostics.jsonl` (runs with `log_diagnostics=True`): tanh saturation, gradient
+        and update-to-data statistics, one record per measurement."""
+        return rundir.read_diagnostics(self._written_dir())
+
+    def _written_dir(self) -> Path:
+        if self.workdir is None:
+            raise UserError("this model was not trained (jm.init): it has no run directory")
+        return self.workdir
 
     def losses(self, splits: Sequence[str] = SPLITS) -> dict[str, float | None]:
         """Mean NLL per character of each split, re-cut exactly as in training (None for an
@@ -255,7 +278,7 @@ class Run:
         for a notebook to show (needs matplotlib)."""
         from jax_makemore.plot import run_figures
 
-        return run_figures(self.workdir, self.trained)
+        return run_figures(self._written_dir(), self.trained)
 
     def data(self) -> Dataset:
         """The run's data as training saw it: the vocabulary, the split words and their arrays

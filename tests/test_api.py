@@ -290,6 +290,35 @@ def test_lr_find_runs_the_configs_own_step():
     assert result.losses_RxS[:, :20].mean() > result.losses_RxS[:, 20:].mean()  # it learns
 
 
+def test_init_is_the_state_training_starts_from(trained, tmp_path):
+    _, _, data = trained
+    config = jm.get_config("mlp", data_path=str(data), model={"n_hidden": 32}, **TINY)
+    fresh = jm.init(config)
+    assert fresh.step == 0 and fresh.workdir is None and fresh.results is None
+    one = jm.train(config, workdir=tmp_path / "one", num_steps=1, steps_per_call=1, progress=False)
+    first_loss = one.metrics()[0]["loss"]  # the loss of step 1, on the initial params
+    assert first_loss == pytest.approx(math.log(fresh.vocab.size), abs=0.3)  # Kaiming init
+    params = jax.tree.leaves(fresh.variables["params"])
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(params, jax.tree.leaves(one.variables["params"]), strict=True)
+    )
+    with pytest.raises(jm.UserError, match="has no run directory"):
+        fresh.metrics()
+
+
+def test_metrics_and_diagnostics_read_the_run_directory(trained, tmp_path):
+    run, workdir, data = trained
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert run.metrics() == records and records[-1]["step"] == run.step
+    diag = jm.train(
+        "mlp", workdir=tmp_path / "d", data_path=str(data), log_diagnostics=True,
+        diagnostics_every=100, progress=False, **TINY,
+    )  # fmt: skip
+    assert [r["step"] for r in diag.diagnostics()] == [0, 100, 200]
+    assert "tanh" in diag.diagnostics()[0]
+
+
 def test_load_data_gives_the_split_training_sees(trained):
     run, _, data = trained
     ds = jm.load_data(run.config)
