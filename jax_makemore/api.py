@@ -118,7 +118,7 @@ def init(config: ml_collections.ConfigDict | str, **overrides: Any) -> Run:
 
     config = _resolved(config, overrides)
     name = _CONFIG_NAMES.get(id(config), "config")
-    return Run(trained_model(build_run(config, name, Path("."))), None, None)
+    return Run(trained_model(build_run(config, name, Path())), None, None)
 
 
 def load(workdir: str | Path) -> Run:
@@ -136,7 +136,9 @@ class Run:
     `model.apply(run.variables, idx_BxT, train=False)`; `vocab` maps characters to ids.
     """
 
-    def __init__(self, trained: LoadedModel, workdir: Path, results: dict[str, Any] | None) -> None:
+    def __init__(
+        self, trained: LoadedModel, workdir: Path | None, results: dict[str, Any] | None
+    ) -> None:
         self.trained = trained
         self.workdir = workdir
         self._results = results

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +22,14 @@ TANH_GAIN = 5.0 / 3.0
 def kaiming_normal(gain: float = TANH_GAIN) -> jax.nn.initializers.Initializer:
     """N(0, std^2) with std = gain / sqrt(fan_in), fan_in = the kernel's first axes (Dense: in)."""
 
-    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    def init(
+        key: jax.Array,
+        shape: Sequence[int | Any],
+        dtype: Any | None = jnp.float32,
+        out_sharding: Any = None,
+    ) -> jax.Array:
         fan_in = math.prod(shape[:-1])
-        return jax.random.normal(key, shape, dtype) * (gain / math.sqrt(fan_in))
+        return jax.random.normal(key, shape, dtype or jnp.float32) * (gain / math.sqrt(fan_in))
 
     return init
 
@@ -175,9 +182,9 @@ class Dropout(nn.Module):
             keep_prob = 1.0 - self.rate
             mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
             return jax.lax.select(mask, x / keep_prob, jnp.zeros_like(x))
-        keep_prob = 1.0 - jnp.asarray(self.rate, jnp.float32)
-        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
-        divisor = jnp.where(keep_prob > 0.0, keep_prob, 1.0)
+        keep = 1.0 - jnp.asarray(self.rate, jnp.float32)  # traced: a sweep member's own rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep, shape=x.shape)
+        divisor = jnp.where(keep > 0.0, keep, 1.0)
         return jax.lax.select(mask, x / divisor, jnp.zeros_like(x))
 
 

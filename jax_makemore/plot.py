@@ -155,7 +155,10 @@ def bigram_counts_of(loaded: LoadedModel) -> np.ndarray | None:
     if loaded.spec.fit is None:
         return None
     ds = dataset_from_config(loaded.config, vocab=loaded.vocab, seq_len=loaded.seq_len)
-    return np.asarray(count_table(*ds.split("train"), loaded.vocab.size))
+    import jax.numpy as jnp
+
+    X_NxT, Y_N = (jnp.asarray(a) for a in ds.split("train"))
+    return np.asarray(count_table(X_NxT, Y_N, loaded.vocab.size))
 
 
 def bigram_figure_of(loaded: LoadedModel) -> Figure | None:

@@ -146,7 +146,7 @@ def generate_batches(
     def launch(i: int) -> jax.Array:  # dispatched asynchronously: the device runs ahead
         return sampler(variables, jax.random.fold_in(key, i), state_BxS, knobs)
 
-    pending = launch(0)
+    pending: jax.Array | None = launch(0)
     for i in range(num_batches):
         following = launch(i + 1) if i + 1 < num_batches else None
         tokens_BxG = np.asarray(jax.device_get(pending))[: num - i * batch]

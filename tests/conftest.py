@@ -23,6 +23,23 @@ if "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
     ).strip()
 
 
+#: Test modules of the quick tier (`pytest -m quick -n 2`, about a minute on two cores): pure
+#: functions and small shapes. Their tests marked `heavy` or `slow` stay in those tiers.
+QUICK_MODULES = (
+    "test_config", "test_data", "test_loss", "test_optim", "test_models", "test_imports",
+    "test_make_names", "test_notebooks", "test_rundir", "test_workdir", "test_search",
+    "test_layers", "test_wavenet", "test_zoo_models", "test_backprop", "test_parallel",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the quick tier: every test of QUICK_MODULES that is not heavy, slow or notebooks."""
+    for item in items:
+        tiers = {m.name for m in item.iter_markers()} & {"heavy", "slow", "notebooks"}
+        if item.module.__name__.rsplit(".", 1)[-1] in QUICK_MODULES and not tiers:
+            item.add_marker(pytest.mark.quick)
+
+
 def write_small_names(directory: Path, n: int = 1500) -> Path:
     """Write the first `n` names of the shipped data set to `directory`/small_names.txt."""
     lines = DEFAULT_DATA_PATH.read_text(encoding="utf-8").splitlines()[:n]

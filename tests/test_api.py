@@ -338,6 +338,7 @@ def readme_python_block() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.heavy
 def test_the_readme_from_python_block_runs_as_written(tmp_path):
     """The README's block in a plain `python` process, from an empty directory."""
     block = readme_python_block()

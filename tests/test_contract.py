@@ -72,6 +72,7 @@ class ContractTest(chex.TestCase):
             chex.assert_trees_all_close(logits, eager, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", model_names())
 def test_first_loss_is_about_ln_vocab_size(name):
     spec = registry()[name]
@@ -188,13 +189,13 @@ def _train(name, data, workdir, steps, resume=False):
     return train_and_evaluate(config, config_name, workdir, resume=resume)
 
 
-#: One window model and one sequence model in the default run; the others behind `slow`
-#: (`.ci/run` runs them after the README's test command).
+#: One window model and one sequence model in the default run; the others in the heavy tier
+#: (`.ci/run` runs it after the README's test command).
 TRAINED_CONFIGS = [
     "mlp",
     "gru",
     *(
-        pytest.param(name, marks=pytest.mark.slow)
+        pytest.param(name, marks=pytest.mark.heavy)
         for name in ("bigram", "mlp_manual", "rnn", "bow", "transformer", "wavenet")
     ),
 ]

@@ -106,6 +106,7 @@ def _both(name, num, **kw):
     return cached, recomputed
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", DECODING)
 def test_cached_and_recomputed_samples_are_the_same_words_within_and_past_L(name):
     """2,100 words: four phases, so the cache rows are gathered with their words; some words
@@ -148,8 +149,8 @@ def fresh_samplers():
     decode.make_sampler.cache_clear()
 
 
-# the long-word case compiles every cache stage (~17 s on 2 cores): in .ci/run's slow pass
-@pytest.mark.parametrize("short", [pytest.param(False, marks=pytest.mark.slow), True])
+# the long-word case compiles every cache stage (~17 s on 2 cores): the heavy tier
+@pytest.mark.parametrize("short", [pytest.param(False, marks=pytest.mark.heavy), True])
 def test_the_growing_cache_changes_no_word(short, fresh_samplers, monkeypatch):
     """2,100 words of the Transformer through four phases, the first on a cache of 2, then 4
     positions, from which it either runs on to the full cache (long words) or leaves for the
@@ -171,6 +172,7 @@ def test_the_growing_cache_changes_no_word(short, fresh_samplers, monkeypatch):
     assert generate(model, variables, VOCAB, key, 2100, spec=spec, **_KW) == growing
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", DECODING)
 def test_a_prefix_longer_than_L_is_recomputed_from_the_first_step(name):
     prefix = "abcdefghij"  # L + 1 characters
@@ -210,11 +212,14 @@ def tiny_mlp():
     return model, variables
 
 
-# the transformer at 2,100 compiles every cache stage: in .ci/run's slow pass
+# a windows model on both sides of the phase threshold by default; the decoding models (every
+# cache stage compiled) in the heavy tier
 @pytest.mark.parametrize(
     "name, num",
-    [("mlp", 100), ("mlp", 2100), ("gru", 100), ("gru", 2100), ("transformer", 100),
-     pytest.param("transformer", 2100, marks=pytest.mark.slow)],
+    [("mlp", 100), ("mlp", 2100), ("gru", 100),
+     pytest.param("gru", 2100, marks=pytest.mark.heavy),
+     pytest.param("transformer", 100, marks=pytest.mark.heavy),
+     pytest.param("transformer", 2100, marks=pytest.mark.heavy)],
 )  # fmt: skip
 def test_the_speedups_change_no_word(name, num):
     """The plain loop and the phased, growing-cache sampler draw the same words, below the

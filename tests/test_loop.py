@@ -201,7 +201,7 @@ def keepsake(workdir: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
 
 
-@pytest.mark.slow  # compile-bound (10-20 s on 2 cores): .ci/run's slow pass
+@pytest.mark.heavy  # compile-bound (10-20 s on 2 cores)
 def test_a_step_too_large_for_memory_names_the_long_line_and_the_flag(tmp_path, monkeypatch):
     names = write_small_names(tmp_path, 300).read_text().splitlines()
     names.insert(41, "a" * 3000)  # line 42
@@ -285,7 +285,7 @@ def test_a_resume_after_a_crash_logs_each_step_once(tmp_path):
     assert [v for _, v in events["train/loss"]] == pytest.approx([r["loss"] for r in straight])
 
 
-@pytest.mark.slow  # compile-bound (10-20 s on 2 cores): .ci/run's slow pass
+@pytest.mark.heavy  # compile-bound (10-20 s on 2 cores)
 def test_packed_sweep_members_equal_packed_single_runs_and_log_events(tmp_path):
     data = write_small_names(tmp_path, 600)
     values = dict(
@@ -330,7 +330,7 @@ def test_words_and_characters_seen_count_the_drawn_batches(tmp_path):
     assert [r["words_seen"] for r in metrics] == [80, 160]
 
 
-@pytest.mark.slow  # compile-bound (10-20 s on 2 cores): .ci/run's slow pass
+@pytest.mark.heavy  # compile-bound (10-20 s on 2 cores)
 def test_a_packed_sweep_split_over_two_devices_equals_one_device(tmp_path):
     data = write_small_names(tmp_path, 600)
     values = dict(

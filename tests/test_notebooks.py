@@ -2,7 +2,8 @@
 `notebooks`, `pytest -m notebooks`) every notebook executes from scratch without an error.
 
 Executing needs the `notebooks` extra (nbclient, ipykernel, jupytext) and takes minutes, so the
-execution tests run only when the marker is selected; `.ci/run` selects it after the slow pass.
+execution tests are their own tier (deselected by default, see pyproject's addopts); `.ci/run`
+installs the extra and runs them after the slow pass.
 """
 
 from __future__ import annotations
@@ -54,11 +55,9 @@ def test_ipynb_matches_its_py_twin_and_has_outputs(source: Path):
 
 
 @pytest.fixture
-def selected(request):
-    if "notebooks" not in (request.config.getoption("-m") or ""):
-        pytest.skip("executes the notebooks: select with -m notebooks")
-    pytest.importorskip("nbclient")
-    pytest.importorskip("jupytext")
+def selected():
+    pytest.importorskip("nbclient", reason="executing needs the notebooks extra")
+    pytest.importorskip("jupytext", reason="executing needs the notebooks extra")
 
 
 @pytest.mark.notebooks

@@ -77,7 +77,7 @@ def one_device_run(tmp_path_factory, names) -> Path:
     return workdir
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_eight_devices_train_like_one(tmp_path, names, one_device_run):
     workdir = tmp_path / "w"
     train(workdir, names, 8, "--config.num_devices=8")
@@ -138,7 +138,7 @@ def run_two_processes(tmp_path: Path, workdir: Path, names: Path, *extra: str, s
     return procs, [(tmp_path / f"out{pid}").read_text() for pid in range(2)]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_two_processes_train_like_one_device(tmp_path, names, one_device_run):
     """Two processes with 2 CPU devices each (a 4-device mesh) on 127.0.0.1 share the global
     batch of 32 and write one shared workdir; only process 0 logs and writes results."""
@@ -151,7 +151,7 @@ def test_two_processes_train_like_one_device(tmp_path, names, one_device_run):
     assert_same_training(workdir, one_device_run)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_signal_to_one_process_stops_both_with_a_checkpoint(tmp_path, names):
     """SIGINT to process 1 only: both processes stop at the same chunk, the checkpoint that
     needs both of them is written, and neither waits forever for the other."""
@@ -170,7 +170,7 @@ def test_a_signal_to_one_process_stops_both_with_a_checkpoint(tmp_path, names):
     assert int(state["step"]) == step
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_diagnostics_on_two_devices_equal_one_device(tmp_path, names):
     """The in-chunk diagnostics (saturation, gradient stats, update ratios) see the global
     batch on a mesh too: two devices report what one device reports."""

@@ -346,7 +346,7 @@ def _wait_for_metrics(workdir, proc, timeout=120):
     raise AssertionError("training never logged")
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
     trained, tmp_path, sig, status
@@ -398,7 +398,7 @@ def test_signal_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(
     chex.assert_trees_all_equal(a["batch_stats"], b["batch_stats"])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_kill_9_during_checkpointing_leaves_a_restorable_checkpoint(trained, tmp_path):
     """SIGKILL at many moments of a run that checkpoints every 100 steps; whatever the moment,
     the latest checkpoint restores and samples."""

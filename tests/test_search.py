@@ -27,17 +27,26 @@ def _write_words(path):
     return path
 
 
-@pytest.fixture(scope="module", params=["bigram_counts", "mlp"])
-def loaded(request, tmp_path_factory):
-    root = tmp_path_factory.mktemp(request.param)
+def _trained(name: str, root):
     data = _write_words(root / "abc.txt")
-    if request.param == "mlp":
+    if name == "mlp":
         extra = dict(num_steps=300, steps_per_call=300, block_size=2, n_embd=4, n_hidden=16)
     else:
         extra = {}
-    config, name = tiny_config(request.param, data, **extra)
-    train_and_evaluate(config, name, root / "w")
+    config, config_name = tiny_config(name, data, **extra)
+    train_and_evaluate(config, config_name, root / "w")
     return load_trained(root / "w")
+
+
+@pytest.fixture(scope="module", params=["bigram_counts", "mlp"])
+def loaded(request, tmp_path_factory):
+    return _trained(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module")
+def count_bigram(tmp_path_factory):
+    """The count table over a, b, c: the model whose masked probabilities enumerate exactly."""
+    return _trained("bigram_counts", tmp_path_factory.mktemp("counts"))
 
 
 def every_word(loaded, prefix="", min_len=0, max_len=K, new=False):
@@ -107,11 +116,10 @@ def masked_probabilities(loaded, min_len, max_len):
     return q
 
 
-def test_length_limits_sample_the_masked_distribution_of_the_count_bigram(loaded):
+def test_length_limits_sample_the_masked_distribution_of_the_count_bigram(count_bigram):
     """20,000 words with 2 <= length <= 4: none outside, and their frequencies are the masked
     sampler's exact probabilities (total variation within 2x its expected sampling noise)."""
-    if loaded.config.model.name != "bigram_counts":
-        pytest.skip("exact probabilities from the count table")
+    loaded = count_bigram
     N, lo, hi = 20_000, 2, 3
     words = sample_words(loaded, jax.random.PRNGKey(0), N, min_len=lo, max_len=hi)
     assert all(lo <= len(w) <= hi for w in words)

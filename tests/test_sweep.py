@@ -304,7 +304,7 @@ def test_sweep_json_and_table(lr_sweep):
     assert vals == sorted(vals)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_traced_model_and_schedule_keys_match_single_runs(data, tmp_path):
     config, name = base(data, num_steps=40, eval_every=40, checkpoint_every=40)
     swept = [("model.bn_momentum", "0.001,0.1"), ("lr_decay_steps", "10,40")]
@@ -318,7 +318,7 @@ def test_traced_model_and_schedule_keys_match_single_runs(data, tmp_path):
             assert abs(got[split] - value) < 1e-5, (m.name, split)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_dropout_and_warmup_members_equal_single_train_runs(data, tmp_path):
     """Dropout 0 and 0.2, warm-up 0 and 5 steps: one program, each member's losses those of
     `train` (dropout 0 there draws no mask; here it draws one that keeps everything)."""
@@ -340,7 +340,7 @@ def test_dropout_and_warmup_members_equal_single_train_runs(data, tmp_path):
 # interrupt and resume, workdir rules, memory
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_sigint_saves_every_member_and_resume_finishes_identically(
     lr_sweep, data, tmp_path, monkeypatch
 ):
@@ -414,7 +414,7 @@ def test_plot_draws_the_sweep(lr_sweep, tmp_path):
         assert_png(path)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_bench_reports_sweep_throughput(data):
     from benchmarks import sweep_bench as bench  # bench.Sizes: benchmarks.machine's
 

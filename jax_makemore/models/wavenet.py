@@ -152,13 +152,15 @@ class MaskedBatchNorm(nn.Module):
     eps: float = BatchNorm.eps
 
     @nn.compact
-    def __call__(self, x_BxSxC: jax.Array, weight_BxS: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x_BxSxC: jax.Array, weight_BxS: jax.Array | None, train: bool) -> jax.Array:
         C = x_BxSxC.shape[-1]
         gain_C = self.param("scale", nn.initializers.ones, (C,))
         bias_C = self.param("bias", nn.initializers.zeros, (C,))
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (C,))
         running_var = self.variable("batch_stats", "var", jnp.ones, (C,))
         if train:
+            if weight_BxS is None:
+                raise ValueError("training statistics need the positions' weights")
             mean_C, var_C = weighted_moments(x_BxSxC, weight_BxS)
             if self.is_mutable_collection("batch_stats") and not self.is_initializing():
                 m = self.momentum
