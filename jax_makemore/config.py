@@ -82,6 +82,10 @@ def base_config(model: str = "mlp") -> ml_collections.ConfigDict:
     c.num_devices = 0  # data-parallel devices (jax.sharding mesh axis "data"); 0 = all visible
     c.eval_every = 50_000
     c.eval_batch_size = 8192
+    # rows (windows, or words of a sequence model) each split is evaluated on during training:
+    # a fixed sample drawn with split_seed when the split has more (results.json then says how
+    # many in eval_rows); names.txt's splits are smaller, so they are scored whole
+    c.eval_max_rows = 500_000
     c.checkpoint_every = 50_000
     c.keep_checkpoints = 2
     c.num_samples = 10  # printed at the end of training
@@ -291,7 +295,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in POSITIVE_INT_KEYS:
         if trains and config[key] <= 0:
             raise UserError(f"config key {key} must be > 0, got {config[key]}")
-    for key in ("eval_every", "checkpoint_every", "keep_checkpoints", "eval_batch_size"):
+    for key in (
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "eval_batch_size",
+        "eval_max_rows",
+    ):
         if config[key] <= 0:
             raise UserError(f"config key {key} must be > 0, got {config[key]}")
     for key in ("num_steps", "warmup_steps", "max_word_length"):

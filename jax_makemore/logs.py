@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from jax_makemore import diagnostics
-from jax_makemore.rundir import DIAGNOSTICS_FILE, METRICS_FILE, read_jsonl, trim_jsonl
+from jax_makemore.rundir import (
+    DIAGNOSTICS_FILE,
+    METRICS_FILE,
+    amend_last_jsonl,
+    read_jsonl,
+    trim_jsonl,
+)
 
 #: Seconds between flushes of the event file to disk (TensorBoard reloads about as often).
 EVENTS_FLUSH_SECONDS = 10
@@ -58,6 +64,22 @@ class RunLog:
             return None
         return records[-1]["words_seen"], records[-1]["chars_seen"]
 
+    def last_record(self) -> dict[str, Any] | None:
+        """The last line of metrics.jsonl (None without one)."""
+        self.metrics_file.flush()
+        records = read_jsonl(self.workdir / METRICS_FILE)
+        return records[-1] if records else None
+
+    def amend_last(self, extra: dict[str, Any]) -> None:
+        """Add `extra` (split losses) to the last line of metrics.jsonl, and its scalars to
+        the event file: the evaluation of that step, which a signal interrupted, done now."""
+        self.metrics_file.close()
+        amend_last_jsonl(self.workdir / METRICS_FILE, extra)
+        self.metrics_file = open(self.workdir / METRICS_FILE, "a", encoding="utf-8")
+        last = self.last_record()
+        if self.events is not None and last is not None:
+            self._split_scalars(extra, last["step"])
+
     def metrics(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl and its scalars in the event file."""
         self.metrics_file.write(json.dumps(record) + "\n")
@@ -69,6 +91,9 @@ class RunLog:
         for key in ("lr", "steps_per_sec", "words_seen", "chars_seen"):
             if key in record:
                 self.events.add_scalar(key, record[key], step)
+        self._split_scalars(record, step)
+
+    def _split_scalars(self, record: dict[str, Any], step: int) -> None:
         for key, prefix in (("split_loss", "loss"), ("split_loss_ema", "loss_ema")):
             for split, value in (record.get(key) or {}).items():
                 if value is not None:
@@ -222,3 +247,38 @@ class MemberProgress(_Display):
             self.bar.update(n)
         else:
             self.info(f"sweep: {self.done}/{self.total} members done")
+
+
+class RowProgress:
+    """The rows of one long evaluation: a second tqdm bar beside the run's when it has one,
+    else a line at every tenth of the rows (nothing with progress "off")."""
+
+    def __init__(self, display: _Display, total: int, done: int, label: str) -> None:
+        self.display, self.total, self.done, self.label = display, total, done, label
+        self.bar = None
+        self.last_tenth = done * 10 // max(total, 1)
+        if display.bar is not None:
+            self.bar = type(display.bar)(
+                total=total,
+                initial=done,
+                file=sys.stderr,
+                unit="row",
+                unit_scale=True,
+                desc=label,
+                leave=False,
+                dynamic_ncols=True,
+            )
+
+    def update(self, rows: int) -> None:
+        self.done += rows
+        if self.bar is not None:
+            self.bar.update(rows)
+            return
+        tenth = self.done * 10 // max(self.total, 1)
+        if not self.display.quiet and tenth > self.last_tenth and self.done < self.total:
+            self.display.info(f"{self.label}: {self.done:,}/{self.total:,} rows")
+        self.last_tenth = tenth
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

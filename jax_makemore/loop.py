@@ -23,6 +23,7 @@ import numpy as np
 
 from jax_makemore import parallel
 from jax_makemore.errors import Interrupted
+from jax_makemore.evaluation import EvaluationStopped, EvalWatch
 from jax_makemore.logs import NullLog, RunLog
 from jax_makemore.rundir import RESULTS_FILE, write_json_atomic
 
@@ -84,9 +85,10 @@ class Program(Protocol):
     def chunk(self, k: int) -> ChunkOut:
         """Run k steps of every member (compiled already); `step` advances by k."""
 
-    def evaluate(self, averaged: bool = False) -> list[SplitLoss]:
+    def evaluate(self, averaged: bool = False, watch: EvalWatch | None = None) -> list[SplitLoss]:
         """Every member's split losses (train, val, test), at the current step; of the moving
-        average of its params with `averaged` (optim.parameter_average)."""
+        average of its params with `averaged` (optim.parameter_average). `watch` sees each
+        batch go by (evaluation.EvalWatch: it may raise EvaluationStopped)."""
 
     def save(self, indices: Sequence[int]) -> None:
         """Checkpoint the members at `indices` at the current step (unless they have one)."""
@@ -137,6 +139,8 @@ class Loop:
         self.split_loss: list[SplitLoss] | None = None  # of the last evaluation
         self.split_loss_ema: list[SplitLoss] | None = None  # ... of the averaged params
         self.evaluated_at: int | None = None
+        self.stop: StopFlag | None = None  # while `run` runs
+        self.forecast = True  # the first slow evaluation says how long it takes
         # words and characters seen so far, continued from the metrics log of a resumed run
         self.seen_Mx2 = np.array([m.log.seen() or (0, 0) for m in self.members], np.int64)
 
@@ -147,13 +151,14 @@ class Loop:
         """All chunks, then `finish`. Raises Interrupted after a signal's checkpoint."""
         c = self.config
         periods = (c.steps_per_call, c.eval_every, c.checkpoint_every, *self.extra_periods)
-        with StopFlag() as stop:
+        with StopFlag() as self.stop:
+            self.complete_evaluation()
             for end in chunk_ends(self.start, c.num_steps, periods):
                 if not self.live():
                     break
                 self.one_chunk(end - self.program.step)
-                self.check_stop(stop)
-        self.finish()
+                self.check_stop(self.stop)
+            self.finish()
 
     def one_chunk(self, k: int) -> None:
         t0 = time.perf_counter()
@@ -193,12 +198,48 @@ class Loop:
         if step % self.config.checkpoint_every == 0 or step == self.config.num_steps:
             self.program.save(live)
 
-    def evaluate(self) -> None:
-        self.split_loss = self.program.evaluate()
-        if self.config.get("ema_decay", 0.0) > 0:
-            self.split_loss_ema = self.program.evaluate(averaged=True)
+    def evaluate(self) -> bool:
+        """Evaluate every member at the current step; False when a signal stopped it (then
+        `check_stop` saves and stops)."""
+        eval_set = getattr(self.program, "eval_set", None)
+        watch = EvalWatch(
+            self.program.step,
+            self.progress,
+            self.stop,
+            describe=eval_set.describe() if eval_set is not None else "",
+            forecast=self.forecast,
+        )
+        try:
+            split_loss = self.program.evaluate(watch=watch)
+            if self.config.get("ema_decay", 0.0) > 0:
+                self.split_loss_ema = self.program.evaluate(averaged=True, watch=watch)
+        except EvaluationStopped:
+            return False
+        finally:
+            watch.close()
+            self.forecast = self.forecast and not watch.forecast_shown
+        self.split_loss = split_loss
         self.evaluated_at = self.program.step
         self.progress.evaluated(self.evaluated_at, self.split_loss)
+        return True
+
+    def complete_evaluation(self) -> None:
+        """A run resumed from a checkpoint whose evaluation a signal interrupted (its last
+        logged step is the checkpoint's, without split losses) evaluates first and completes
+        that line of metrics.jsonl."""
+        step, every = self.program.step, self.config.eval_every
+        if step == 0 or (step % every and step != self.config.num_steps):
+            return
+        last = [self.members[i].log.last_record() for i in self.live()]
+        if not any(r and r.get("step") == step and "split_loss" not in r for r in last):
+            return
+        if not self.evaluate():
+            self.check_stop(self.stop)
+        for i in self.live():
+            extra = {"split_loss": self.split_loss[i]}
+            if self.split_loss_ema is not None:
+                extra["split_loss_ema"] = self.split_loss_ema[i]
+            self.members[i].log.amend_last(extra)
 
     def check_divergence(self, i: int, losses_K: np.ndarray, start: int) -> None:
         """Mark member i diverged when a loss of the chunk that started at `start` is NaN, inf
@@ -242,10 +283,11 @@ class Loop:
         if not live:
             return
         self.program.save(live)
-        if self.evaluated_at != self.program.step:
-            self.evaluate()
+        if self.evaluated_at != self.program.step and not self.evaluate():
+            self.check_stop(self.stop)
         steps_run = self.program.step - self.start
         compile_seconds = self.compile_seconds() if self.compile_seconds else self.measured_compile
+        eval_set = getattr(self.program, "eval_set", None)
         for i in live:
             m = self.members[i]
             m.results = {
@@ -261,6 +303,8 @@ class Loop:
             }
             if self.split_loss_ema is not None:
                 m.results["loss_ema"] = self.split_loss_ema[i]
+            if eval_set is not None:  # the rows each figure covers, when a split was sampled
+                m.results.update(eval_set.coverage())
             if parallel.is_primary():
                 write_json_atomic(m.workdir / RESULTS_FILE, m.results)
             m.status = "done"

@@ -78,29 +78,59 @@ def padded_batches(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """A split in batches of one size, min(batch_size, len(X)) rows, the last one padded with
     targets that never count (none for an empty split): every split of every size then goes
-    through one compiled evaluation step, and the batches' (sum, count) add up exactly."""
+    through one compiled evaluation step, and the batches' (sum, count) add up exactly. The
+    batches are views of X and Y but the last (no copy of the split)."""
     if len(X) == 0:
         return []
     batch_size = min(batch_size, len(X))
-    rows = -(-len(X) // batch_size) * batch_size
-    X_pad, Y_pad = pad_rows(X, Y, rows)
-    return [
-        (X_pad[i : i + batch_size], Y_pad[i : i + batch_size]) for i in range(0, rows, batch_size)
-    ]
+    batches = [(X[i : i + batch_size], Y[i : i + batch_size]) for i in range(0, len(X), batch_size)]
+    if len(batches[-1][0]) < batch_size:
+        batches[-1] = pad_rows(*batches[-1], batch_size)
+    return batches
 
 
-def batch_outputs(step: Callable, X: np.ndarray, Y: np.ndarray, batch_size: int) -> list:
-    """`step(X_b, Y_b)` of every batch of `padded_batches`, fetched to the host in one
-    transfer (the calls are dispatched first, so they run back to back)."""
-    return jax.device_get([step(X_b, Y_b) for X_b, Y_b in padded_batches(X, Y, batch_size)])
+def batch_outputs(
+    step: Callable,
+    X: np.ndarray,
+    Y: np.ndarray,
+    batch_size: int,
+    tick: Callable[[int], None] | None = None,
+) -> list:
+    """`step(X_b, Y_b)` of every batch of `padded_batches`, fetched to the host. With `tick`,
+    each batch is fetched once the next one is dispatched (the device stays busy) and
+    `tick(rows)` is called with its real rows: a check for a signal, a progress bar."""
+    batches = padded_batches(X, Y, batch_size)
+    if tick is None:  # every call dispatched first, one transfer
+        return jax.device_get([step(X_b, Y_b) for X_b, Y_b in batches])
+    out, pending, left = [], None, len(X)
+    for batch in [*batches, None]:
+        dispatched = None if batch is None else step(*batch)
+        if pending is not None:
+            out.append(jax.device_get(pending))
+            rows = min(left, batch_size)
+            left -= rows
+            tick(rows)
+        pending = dispatched
+    return out
 
 
 def evaluate_loss(
-    eval_step, variables: Any, X: np.ndarray, Y: np.ndarray, batch_size: int
+    eval_step,
+    variables: Any,
+    X: np.ndarray,
+    Y: np.ndarray,
+    batch_size: int,
+    tick: Callable[[int], None] | None = None,
 ) -> float | None:
     """Mean NLL per counted target over a split (None when it has none), in the fixed-size
-    padded batches of `padded_batches`."""
-    parts = batch_outputs(lambda X_b, Y_b: eval_step(variables, X_b, Y_b), X, Y, batch_size)
+    padded batches of `padded_batches`; `tick` as in `batch_outputs`."""
+    step = lambda X_b, Y_b: eval_step(variables, X_b, Y_b)  # noqa: E731
+    parts = batch_outputs(step, X, Y, batch_size, tick)
+    return mean_of_parts(parts)
+
+
+def mean_of_parts(parts: list) -> float | None:
+    """The mean NLL of the (sum, count) of each batch (None when nothing counts)."""
     if not parts:
         return None
     sums, counts = zip(*parts, strict=True)

@@ -5,15 +5,18 @@ A run directory (`train --workdir DIR`, or a sweep member `SWEEP/members/<name>/
 when the run ends), `diagnostics.jsonl` (with `log_diagnostics`) and TensorBoard event files.
 A sweep directory holds `sweep.json` (every member's overrides, status and losses) and the
 members under `members/`. Every module that reads or writes these files takes the names from
-here; this module imports nothing of the package, so any module may use it.
+here; this module imports nothing of the package but its errors, so any module may use it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
+
+from jax_makemore.errors import UserError
 
 CHECKPOINTS_DIR = "checkpoints"
 METRICS_FILE = "metrics.jsonl"
@@ -22,18 +25,38 @@ DIAGNOSTICS_FILE = "diagnostics.jsonl"
 #: TensorBoard's event files (logs.py writes them into the run directory itself).
 EVENTS_GLOB = "events.out.tfevents.*"
 SWEEP_FILE = "sweep.json"
+#: The lock a `train` or `sweep` holds on its directory while it runs (fcntl.flock), with the
+#: process id of its holder.
+LOCK_FILE = ".lock"
 MEMBERS_DIR = "members"
 #: Files a fresh run starts without (a resumed run appends to them).
 RUN_FILES = (METRICS_FILE, RESULTS_FILE, DIAGNOSTICS_FILE)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The JSON objects of a .jsonl file, one per non-empty line (empty when there is no file)."""
+def parse_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], bool]:
+    """(the JSON objects of a .jsonl file, one per non-empty line; whether its last line was
+    torn). A last line that does not parse is what a process killed while writing it leaves:
+    it is left out. A bad line before the last is a one-line UserError naming the line."""
     path = Path(path)
     if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+    records = []
+    for i, (n, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                return records, True
+            raise UserError(f"{path}:{n}: not a JSON line: {line[:60]!r}") from None
+    return records, False
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The JSON objects of a .jsonl file, one per non-empty line (empty when there is no file);
+    a torn last line (a run killed while writing it, or still writing it) is left out."""
+    return parse_jsonl(path)[0]
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -45,12 +68,31 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def trim_jsonl(path: Path, last_step: int) -> None:
     """Drop the lines of a .jsonl log whose `step` is past `last_step`, atomically: a run
-    resumed from the checkpoint at `last_step` logs those steps again, once."""
+    resumed from the checkpoint at `last_step` logs those steps again, once. A torn last line
+    is dropped too, with one line on stderr that says so."""
     if not path.is_file():
         return
-    keep = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
+    records, torn = parse_jsonl(path)
+    if torn:
+        print(
+            f"warning: {path}: dropped its torn last line (the run was stopped while writing it)",
+            file=sys.stderr,
+        )
+    keep = [r for r in records if r.get("step", 0) <= last_step]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def amend_last_jsonl(path: Path, extra: dict[str, Any]) -> None:
+    """Add the keys of `extra` to the last record of a .jsonl log, atomically (an evaluation
+    that a signal interrupted, completed when the run resumes)."""
+    records = read_jsonl(path)
+    if not records:
+        return
+    records[-1].update(extra)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     os.replace(tmp, path)
 
 

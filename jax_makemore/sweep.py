@@ -46,6 +46,7 @@ from jax_makemore.sweep_members import Group, Member, expand_members, group_memb
 from jax_makemore.sweep_program import StackedProgram, member_states, slices, use_cpu_cores
 from jax_makemore.sweep_record import format_table, prepare_sweep_dir, sweep_record
 from jax_makemore.train import num_params
+from jax_makemore.workdir import WorkdirLock, os_errors
 
 #: The names a caller of the sweep imports from here (a notebook, a benchmark).
 __all__ = [
@@ -79,7 +80,20 @@ def run_sweep(
     SIGINT/SIGTERM saves every member of the running slice and raises `Interrupted`; then
     `resume=True` finishes the sweep with the results of an uninterrupted one."""
     workdir = Path(workdir)
-    runs = prepare_sweep_dir(workdir, members, resume, overwrite)
+    with WorkdirLock(workdir):  # held until the sweep ends
+        return _run_sweep(members, config_name, workdir, resume, overwrite, max_parallel)
+
+
+def _run_sweep(
+    members: Sequence[Member],
+    config_name: str,
+    workdir: Path,
+    resume: bool,
+    overwrite: bool,
+    max_parallel: int | None,
+) -> dict[str, Any]:
+    with os_errors(workdir):
+        runs = prepare_sweep_dir(workdir, members, resume, overwrite)
     groups = group_members(members)
 
     def write() -> dict[str, Any]:

@@ -31,8 +31,9 @@ from jax_makemore import checkpoint as ckpt
 from jax_makemore import memory
 from jax_makemore.data import SPLITS
 from jax_makemore.errors import UserError
+from jax_makemore.evaluation import EvalWatch, eval_set_from_config
 from jax_makemore.loop import ChunkOut, MemberRun
-from jax_makemore.loss import masked_nll, padded_batches
+from jax_makemore.loss import batch_outputs, masked_nll
 from jax_makemore.optim import (
     INTEGER_KEYS,
     averaged_params,
@@ -190,22 +191,36 @@ def make_sweep_eval(group: Group) -> Callable:
     return jax.jit(jax.vmap(member_eval, in_axes=(0, 0, None, None)))
 
 
+def member_calls(num_members: int, X: np.ndarray, rows: int) -> int:
+    """How many member slices `evaluate_members` scores a split in (the watch's rows count
+    once per slice)."""
+    per_call = max(1, EVAL_ROWS // min(rows, max(len(X), 1)))
+    return -(-num_members // per_call)
+
+
 def evaluate_members(
-    eval_fn: Callable, variables_M: Any, hp_M: dict, X: np.ndarray, Y: np.ndarray, rows: int
+    eval_fn: Callable,
+    variables_M: Any,
+    hp_M: dict,
+    X: np.ndarray,
+    Y: np.ndarray,
+    rows: int,
+    tick: Callable[[int], None] | None = None,
 ) -> list[float | None]:
     """Each member's mean NLL over a split (None when it has no targets) in padded batches of
     `rows` rows, summed as `loss.evaluate_loss` sums them for one model; members go through
-    in slices of at most EVAL_ROWS // rows, so that memory stays bounded."""
+    in slices of at most EVAL_ROWS // rows, so that memory stays bounded. `tick(rows)` after
+    each batch, as in `loss.batch_outputs`."""
     M = len(jax.tree.leaves(variables_M)[0])
-    batches = padded_batches(X, Y, rows)
-    if not batches:
+    if len(X) == 0:
         return [None] * M
-    per_call = max(1, EVAL_ROWS // len(batches[0][0]))
+    per_call = max(1, EVAL_ROWS // min(rows, len(X)))
     out: list[float | None] = []
     for lo in range(0, M, per_call):
         part_M = jax.tree.map(lambda a, lo=lo: a[lo : lo + per_call], (variables_M, hp_M))
-        parts = [eval_fn(*part_M, X_b, Y_b) for X_b, Y_b in batches]
-        sums_PxM, counts_PxM = (np.stack(a) for a in zip(*jax.device_get(parts), strict=True))
+        step = lambda X_b, Y_b, part_M=part_M: eval_fn(*part_M, X_b, Y_b)  # noqa: E731
+        parts = batch_outputs(step, X, Y, rows, tick)
+        sums_PxM, counts_PxM = (np.stack(a) for a in zip(*parts, strict=True))
         count = int(np.sum(counts_PxM[:, 0]))
         for sums_P in np.ascontiguousarray(sums_PxM.T):
             out.append(float(np.sum(sums_P, dtype=np.float64) / count) if count else None)
@@ -302,6 +317,7 @@ class StackedProgram:
         X, Y = (jnp.asarray(a) for a in group.ds.split("train"))
         self.X, self.Y = replicate((X, Y), self.mesh)  # once, not at every call
         self.eval_fn = make_sweep_eval(group)
+        self.eval_set = eval_set_from_config(group.ds, group.config)  # the rows evaluations score
         self.managers = [ckpt.make_manager(r.workdir, keep=r.config.keep_checkpoints) for r in runs]
 
     def _key(self, k: int) -> tuple:
@@ -324,17 +340,21 @@ class StackedProgram:
         self.step += k
         return ChunkOut(np.ascontiguousarray(losses_KxM[:, :M].T), None, seen_Mx2[:M])
 
-    def evaluate(self, averaged: bool = False) -> list[dict[str, float | None]]:
-        """Every member's split losses, in batches of eval_batch_size rows as `train`'s (of
-        the averaged params with `averaged`)."""
+    def evaluate(
+        self, averaged: bool = False, watch: EvalWatch | None = None
+    ) -> list[dict[str, float | None]]:
+        """Every member's split losses on the rows of `eval_set`, in batches of
+        eval_batch_size rows as `train`'s (of the averaged params with `averaged`)."""
         rows = self.group.config.eval_batch_size
         state = jax.tree.unflatten(jax.tree.structure(self.group.abstract_state), self.leaves_M)
         params = averaged_params(state.opt_state) if averaged else state.params
         variables_M = variables_of(params, state.batch_stats)
+        arrays, M, tick = self.eval_set.arrays, len(self.leaves_M[0]), None
+        if watch is not None:
+            tick = watch.tick
+            watch.begin(sum(len(X) * member_calls(M, X, rows) for X, _ in arrays.values()))
         per_split = {
-            name: evaluate_members(
-                self.eval_fn, variables_M, self.hp_M, *self.group.ds.split(name), rows
-            )
+            name: evaluate_members(self.eval_fn, variables_M, self.hp_M, *arrays[name], rows, tick)
             for name in SPLITS
         }
         return [{name: per_split[name][i] for name in SPLITS} for i in range(len(self.runs))]

@@ -24,6 +24,7 @@ from jax_makemore.rundir import (
     read_sweep,
 )
 from jax_makemore.sweep_members import Group, Member, format_value
+from jax_makemore.workdir import make_dir
 
 
 def member_dir_name(name: str) -> str:
@@ -36,9 +37,7 @@ def prepare_sweep_dir(
 ) -> dict[str, MemberRun]:
     """The member runs by name (pending); with `resume`, the done and diverged ones as
     sweep.json says. A workdir that already holds a sweep needs --resume or --overwrite."""
-    if workdir.exists() and not workdir.is_dir():
-        raise UserError(f"workdir '{workdir}' is a file, not a directory")
-    workdir.mkdir(parents=True, exist_ok=True)
+    make_dir(workdir)
     runs = {
         m.name: MemberRun(
             workdir=members_dir(workdir) / member_dir_name(m.name),

@@ -11,6 +11,7 @@ workdir policy lives in `workdir.py`, the logs in `logs.py`, the loss and evalua
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
@@ -31,6 +32,7 @@ from jax_makemore import diagnostics, memory, parallel
 from jax_makemore.batches import Packing, batch_seen, draw_batch, packing_from_config
 from jax_makemore.data import SPLITS, Dataset, dataset_from_config
 from jax_makemore.errors import DivergedError, Interrupted, run_cli
+from jax_makemore.evaluation import EvalWatch, eval_set_from_config
 from jax_makemore.logs import NullLog, RunLog, StepProgress
 from jax_makemore.loop import ChunkOut, Loop, MemberRun, chunk_ends
 from jax_makemore.loss import evaluate_loss, make_eval_step, mean_nll
@@ -38,7 +40,7 @@ from jax_makemore.models import ModelSpec, get_spec, input_length
 from jax_makemore.optim import averaged_params, build_optimizer, learning_rate_schedule
 from jax_makemore.restore import LoadedModel, variables_of
 from jax_makemore.sample import label_words, sample_words
-from jax_makemore.workdir import check_checkpoint, prepare_workdir
+from jax_makemore.workdir import WorkdirLock, check_checkpoint, os_errors, prepare_workdir
 
 
 class TrainState(train_state.TrainState):
@@ -273,6 +275,7 @@ class Run:
     packing: Packing | None = None
     step: int = 0
     manager: Any = None
+    lock: WorkdirLock | None = None  # held on the workdir while the run trains
     compiled: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -280,6 +283,7 @@ class Run:
         self.diagnostics_every = diagnostics.every_from_config(self.config)  # 0: off
         self.schedule = learning_rate_schedule(self.config)
         self.eval_step = make_eval_step(self.model)
+        self.eval_set = eval_set_from_config(self.ds, self.config)  # the rows evaluations score
 
     def variables(self, averaged: bool = False) -> dict[str, Any]:
         """This process's copy of the model's variables (params and running statistics); with
@@ -311,11 +315,16 @@ class Run:
         self.step += k
         return ChunkOut(np.asarray(out[0])[None], records, np.asarray(out[1])[None])
 
-    def evaluate(self, averaged: bool = False) -> list[dict[str, float | None]]:
-        variables = self.variables(averaged)
-        rows = self.config.eval_batch_size
+    def evaluate(
+        self, averaged: bool = False, watch: EvalWatch | None = None
+    ) -> list[dict[str, float | None]]:
+        variables, rows, tick = self.variables(averaged), self.config.eval_batch_size, None
+        if watch is not None:
+            watch.begin(self.eval_set.total_rows)
+            tick = watch.tick
+        arrays = self.eval_set.arrays
         return [
-            {s: evaluate_loss(self.eval_step, variables, *self.ds.split(s), rows) for s in SPLITS}
+            {s: evaluate_loss(self.eval_step, variables, *arrays[s], rows, tick) for s in SPLITS}
         ]
 
     def save(self, indices: Sequence[int]) -> None:
@@ -406,16 +415,28 @@ def start_run(
     touched before) and restore the workdir's checkpoint when resuming."""
     r = build_run(config, config_name, workdir)
     start = 0
-    if resume and ckpt.has_checkpoint(workdir):
-        start = ckpt.restore_meta(workdir).step
+    with os_errors(workdir):
+        if resume and ckpt.has_checkpoint(workdir):
+            start = ckpt.restore_meta(workdir).step
     ends = chunk_ends(start, config.num_steps, run_periods(config))
     check_memory(r, ends[0] - start if ends else 0)
-    resuming = parallel.on_primary(lambda: prepare_workdir(workdir, resume, overwrite))
-    r.manager = ckpt.make_manager(workdir, keep=config.keep_checkpoints)
-    if resuming:
-        meta = ckpt.restore_meta(workdir)
-        check_checkpoint(meta, config, workdir, r.ds.vocab)
-        r.state = ckpt.restore_state(workdir, meta.step, target=r.state)
+
+    def lock_and_prepare() -> bool:  # the lock first: --overwrite must not clear a live run
+        r.lock = WorkdirLock(workdir)
+        return prepare_workdir(workdir, resume, overwrite)
+
+    try:
+        resuming = parallel.on_primary(lock_and_prepare)
+        with os_errors(workdir):
+            r.manager = ckpt.make_manager(workdir, keep=config.keep_checkpoints)
+        if resuming:
+            meta = ckpt.restore_meta(workdir)
+            check_checkpoint(meta, config, workdir, r.ds.vocab)
+            r.state = ckpt.restore_state(workdir, meta.step, target=r.state)
+    except BaseException:
+        if r.lock is not None:
+            r.lock.release()
+        raise
     r.step = int(r.state.step)
     return r
 
@@ -456,34 +477,37 @@ def train_run(
     the run), "notebook" (tqdm.auto: a widget in Jupyter) or "off" (only warnings)."""
     t_start = time.perf_counter()
     r = start_run(config, config_name, Path(workdir), resume, overwrite)
-    primary = parallel.is_primary()
-    log = (
-        RunLog(r.workdir, r.step if resume else None, config.tensorboard) if primary else NullLog()
-    )
-    shown = StepProgress(config.num_steps, r.step, progress) if primary else NullLog()
-    member = MemberRun(r.workdir, config, log)
-    loop = Loop(
-        program=r,
-        members=[member],
-        config=config,
-        progress=shown,
-        results_base={"config": config_name, "num_params": num_params(r.state.params)},
-        extra_periods=(r.diagnostics_every,),
-        compile_seconds=lambda: r.compile_seconds,
-        t_start=t_start,
-    )
-    try:
-        loop.run()
-        if member.status == "diverged":
-            raise DivergedError(member.error)
-        results = dict(member.results)
-        n = config.num_samples if num_samples is None else num_samples
-        if n > 0:
-            results["samples"] = final_samples(r, n)
-            log.samples([w for w, _ in results["samples"]], r.step)
-    finally:
-        shown.close()
-        log.close()
+    with r.lock or contextlib.nullcontext():  # released however the run ends
+        primary = parallel.is_primary()
+        log = (
+            RunLog(r.workdir, r.step if resume else None, config.tensorboard)
+            if primary
+            else NullLog()
+        )
+        shown = StepProgress(config.num_steps, r.step, progress) if primary else NullLog()
+        member = MemberRun(r.workdir, config, log)
+        loop = Loop(
+            program=r,
+            members=[member],
+            config=config,
+            progress=shown,
+            results_base={"config": config_name, "num_params": num_params(r.state.params)},
+            extra_periods=(r.diagnostics_every,),
+            compile_seconds=lambda: r.compile_seconds,
+            t_start=t_start,
+        )
+        try:
+            loop.run()
+            if member.status == "diverged":
+                raise DivergedError(member.error)
+            results = dict(member.results)
+            n = config.num_samples if num_samples is None else num_samples
+            if n > 0:
+                results["samples"] = final_samples(r, n)
+                log.samples([w for w, _ in results["samples"]], r.step)
+        finally:
+            shown.close()
+            log.close()
     return r, results
 
 

@@ -45,7 +45,7 @@ class ScriptedProgram:
         self.step += k
         return ChunkOut(out)
 
-    def evaluate(self):
+    def evaluate(self, averaged=False, watch=None):
         return [
             {"train": float(m[self.step - 1]), "val": None, "test": None} for m in self.losses_MxN
         ]
