@@ -98,3 +98,27 @@ def longest_line(path: Path) -> tuple[int, int]:
     lines = path.read_text(encoding="utf-8").splitlines()
     number = max(range(len(lines)), key=lambda n: len(lines[n].strip()))
     return number + 1, len(lines[number].strip())
+
+
+def check_run(r: Any, first_chunk: int) -> None:
+    """Stop before training, with the cause and the flag that fixes it, when the first chunk
+    or an evaluation batch needs more memory than the machine has (the chunk is compiled here
+    and kept for the loop). `r` is a train.Run."""
+    # a chunk runs on every device of the mesh, which share the host's memory on a CPU;
+    # evaluation runs on one device
+    per_device = 1 if jax.devices()[0].platform != "cpu" else r.mesh.size
+    need = None
+    if first_chunk > 0:
+        r.compile(first_chunk)
+        need = compiled_bytes(r.compiled[first_chunk])
+        need = None if need is None else need * per_device
+    X, Y = r.ds.split("train")
+    rows = min(r.config.eval_batch_size, len(X))
+    shapes = [jax.ShapeDtypeStruct((rows, *a.shape[1:]), a.dtype) for a in (X, Y)]
+    eval_need = compiled_bytes(r.eval_step.lower(r.variables(), *shapes).compile())
+    if need is None or (eval_need is not None and eval_need > need):
+        need, what = eval_need, f"evaluation in batches of {rows} rows (eval_batch_size)"
+        batch_key = "eval_batch_size"
+    else:
+        what, batch_key = f"a train step of model {r.config.model.name!r}", "batch_size"
+    check_fits(need, what, *memory_cause(r.ds, r.spec.layout, r.config, batch_key))

@@ -380,30 +380,6 @@ def build_run(config: ml_collections.ConfigDict, config_name: str, workdir: Path
     )
 
 
-def check_memory(r: Run, first_chunk: int) -> None:
-    """Stop before training, with the cause and the flag that fixes it, when the first chunk
-    or an evaluation batch needs more memory than the machine has (the chunk is compiled here
-    and kept for the loop)."""
-    # a chunk runs on every device of the mesh, which share the host's memory on a CPU;
-    # evaluation runs on one device
-    per_device = 1 if jax.devices()[0].platform != "cpu" else r.mesh.size
-    need = None
-    if first_chunk > 0:
-        r.compile(first_chunk)
-        need = memory.compiled_bytes(r.compiled[first_chunk])
-        need = None if need is None else need * per_device
-    X, Y = r.ds.split("train")
-    rows = min(r.config.eval_batch_size, len(X))
-    shapes = [jax.ShapeDtypeStruct((rows, *a.shape[1:]), a.dtype) for a in (X, Y)]
-    eval_need = memory.compiled_bytes(r.eval_step.lower(r.variables(), *shapes).compile())
-    if need is None or (eval_need is not None and eval_need > need):
-        need, what = eval_need, f"evaluation in batches of {rows} rows (eval_batch_size)"
-        batch_key = "eval_batch_size"
-    else:
-        what, batch_key = f"a train step of model {r.config.model.name!r}", "batch_size"
-    memory.check_fits(need, what, *memory.memory_cause(r.ds, r.spec.layout, r.config, batch_key))
-
-
 def start_run(
     config: ml_collections.ConfigDict,
     config_name: str,
@@ -419,7 +395,7 @@ def start_run(
         if resume and ckpt.has_checkpoint(workdir):
             start = ckpt.restore_meta(workdir).step
     ends = chunk_ends(start, config.num_steps, run_periods(config))
-    check_memory(r, ends[0] - start if ends else 0)
+    memory.check_run(r, ends[0] - start if ends else 0)
 
     def lock_and_prepare() -> bool:  # the lock first: --overwrite must not clear a live run
         r.lock = WorkdirLock(workdir)
