@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import json
 import random
 from collections.abc import Sequence
@@ -113,13 +114,15 @@ class Vocab:
     def itos(self) -> tuple[str, ...]:
         return self.chars + (self.boundary,)
 
-    @property
+    @functools.cached_property
     def stoi(self) -> dict[str, int]:
+        """Character -> id, built once per vocabulary (encoding a word is then O(len(word)),
+        not O(vocabulary size))."""
         return {c: i for i, c in enumerate(self.chars)}
 
     def unknown_chars(self, text: str) -> list[str]:
         """Characters of `text` that are not in the vocabulary (in order, without repeats)."""
-        known = set(self.chars)
+        known = self.stoi
         return list(dict.fromkeys(c for c in text if c not in known))
 
     def check_known(self, text: str, where: str) -> None:
