@@ -82,9 +82,11 @@ def file_loss(loaded: LoadedModel, path: str) -> float:
     words = read_words(path, loaded.config.max_word_length)
     loaded.vocab.check_known("".join(words), f"data file '{path}'")
     X, Y = encode(loaded, words)
-    return evaluate_loss(
+    loss = evaluate_loss(
         make_eval_step(loaded.model), loaded.variables, X, Y, loaded.config.eval_batch_size
     )
+    assert loss is not None  # read_words refuses a file without words
+    return loss
 
 
 def word_nlls(loaded: LoadedModel, words: Sequence[str], chunk: int = 2048) -> np.ndarray:
@@ -265,7 +267,7 @@ def ensemble_loss(
         return None, [None] * len(variables)
     member_sums_M = np.sum(np.stack(members), axis=0, dtype=np.float64)
     return float(np.sum(mixture, dtype=np.float64) / count), [
-        float(x / count) for x in member_sums_M
+        float(x / count) for x in np.atleast_1d(member_sums_M)
     ]
 
 

@@ -140,7 +140,7 @@ class EvalWatch:
         self.batches += 1
         if self.batches == 1:
             self.t_first, self.rows_first = now, self.done
-        elif not self.decided and now > self.t_first:
+        elif not self.decided and self.t_first is not None and now > self.t_first:
             self.decided = True
             rate = (self.done - self.rows_first) / (now - self.t_first)
             left = (self.total - self.done) / max(rate, 1e-9)

@@ -46,7 +46,7 @@ class RunLog:
                 trim_jsonl(workdir / name, resume_step)
         mode = "a" if resume_step is not None else "w"
         self.metrics_file = open(workdir / METRICS_FILE, mode, encoding="utf-8")
-        self.events = None
+        self.events: Any = None  # a tensorboardX SummaryWriter when tensorboard is on
         if tensorboard:
             from tensorboardX import SummaryWriter
 

@@ -179,7 +179,7 @@ class Loop:
         if live and (step % self.config.eval_every == 0 or step == self.config.num_steps):
             self.evaluate()
         for i in live:
-            record = {
+            record: dict[str, Any] = {
                 "step": step,
                 "loss": float(out.losses_MxK[i].mean()),
                 "lr": self.program.learning_rate(i, step - 1),
@@ -187,7 +187,7 @@ class Loop:
                 "words_seen": int(self.seen_Mx2[i, 0]),
                 "chars_seen": int(self.seen_Mx2[i, 1]),
             }
-            if self.evaluated_at == step:
+            if self.evaluated_at == step and self.split_loss is not None:
                 record["split_loss"] = self.split_loss[i]
                 if self.split_loss_ema is not None:
                     record["split_loss_ema"] = self.split_loss_ema[i]
@@ -235,6 +235,7 @@ class Loop:
             return
         if not self.evaluate():
             self.check_stop(self.stop)
+        assert self.split_loss is not None  # evaluate() returned True
         for i in self.live():
             extra = {"split_loss": self.split_loss[i]}
             if self.split_loss_ema is not None:
@@ -263,11 +264,12 @@ class Loop:
         if len(self.members) > 1:
             self.progress.info(f"sweep member {self.members[i].name}: {self.members[i].error}")
 
-    def check_stop(self, stop: StopFlag) -> None:
+    def check_stop(self, stop: StopFlag | None) -> None:
         """After a SIGINT/SIGTERM (in any process): checkpoint the live members, then stop."""
-        if not parallel.any_process(stop.signum is not None):
+        mine = stop.signum if stop is not None else None
+        if not parallel.any_process(mine is not None):
             return
-        signum = stop.signum or signal.SIGTERM  # a peer process got the signal
+        signum = mine or signal.SIGTERM  # a peer process got the signal
         self.program.save(self.live())
         where = f" in '{self.members[0].workdir}'" if len(self.members) == 1 else ""
         self.progress.info(
@@ -288,6 +290,7 @@ class Loop:
         steps_run = self.program.step - self.start
         compile_seconds = self.compile_seconds() if self.compile_seconds else self.measured_compile
         eval_set = getattr(self.program, "eval_set", None)
+        assert self.split_loss is not None  # the evaluation above, or the last chunk's
         for i in live:
             m = self.members[i]
             m.results = {

@@ -49,7 +49,7 @@ def split_values(key: str, text: str) -> list[str]:
         else:
             current += ch
     items.append(current.strip())
-    values = []
+    values: list[str] = []
     for item in items:
         if item == "":
             continue
@@ -109,7 +109,7 @@ def expand_members(
     axes = []
     for key, text in swept:
         texts = split_values(key, text)
-        typed = {}
+        typed: dict[str, Any] = {}
         for t in texts:
             single = _apply(base, [(key, t)], f"--sweep.{key}")
             value = get_value(single, key)

@@ -153,7 +153,8 @@ def use_cpu_cores() -> None:
     """One CPU device per usable core (unless set otherwise), so that members spread over
     every core: XLA runs one device's program on about one core. Must run before JAX starts
     its backends; afterwards it changes nothing."""
-    if jax.config.jax_num_cpu_devices != -1 or "device_count" in os.environ.get("XLA_FLAGS", ""):
+    cpu_devices = jax.config.jax_num_cpu_devices  # type: ignore[attr-defined]
+    if cpu_devices != -1 or "device_count" in os.environ.get("XLA_FLAGS", ""):
         return
     try:
         cores = len(os.sched_getaffinity(0))

@@ -15,6 +15,7 @@ from typing import Any
 
 from jax_makemore.data import SPLITS
 from jax_makemore.errors import UserError
+from jax_makemore.logs import NullLog
 from jax_makemore.loop import MemberRun
 from jax_makemore.rundir import (
     SWEEP_FILE,
@@ -42,7 +43,7 @@ def prepare_sweep_dir(
         m.name: MemberRun(
             workdir=members_dir(workdir) / member_dir_name(m.name),
             config=m.config,
-            log=None,
+            log=NullLog(),  # the member's RunLog opens when its slice trains
             status="pending",
             name=m.name,
         )

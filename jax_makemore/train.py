@@ -161,7 +161,7 @@ def make_train_chunk(
     Returns the new state and `(losses_K, seen_2)`: the per-step losses and the words and
     characters the K steps trained on (one host transfer per chunk), with the diagnostics of
     the chunk's first step as a third item when `measure_first`."""
-    common = dict(
+    common: dict[str, Any] = dict(
         batch_size=batch_size,
         full_batch=full_batch,
         packing=packing,
@@ -218,7 +218,7 @@ def train_step_from_config(
     spec: ModelSpec,
     packing: Packing | None,
     mesh: jax.sharding.Mesh | None = None,
-    **options: bool,
+    **options: Any,
 ) -> Callable:
     """`make_train_step` for `config` (`step_keywords`); `options` are its `measure` and
     `count_seen`."""
@@ -294,7 +294,7 @@ class Run:
     def compile(self, k: int) -> None:
         if k not in self.compiled:
             t0 = time.perf_counter()
-            fn = train_chunk_from_config(
+            fn: Any = train_chunk_from_config(
                 self.config,
                 self.model,
                 self.spec,
@@ -476,7 +476,7 @@ def train_run(
             loop.run()
             if member.status == "diverged":
                 raise DivergedError(member.error)
-            results = dict(member.results)
+            results = dict(member.results or {})
             n = config.num_samples if num_samples is None else num_samples
             if n > 0:
                 results["samples"] = final_samples(r, n)
@@ -509,7 +509,7 @@ def final_samples(r: Run, n: int) -> list[tuple[str, str]]:
     """`n` words from the trained model, each labelled new / in train / in val/test."""
     trained = trained_model(r)
     words = sample_words(trained, r.sample_key, n)
-    labels = label_words(words, trained.train_words, trained.heldout_words)
+    labels = label_words(words, trained.train_words or set(), trained.heldout_words or set())
     return list(zip(words, labels, strict=True))
 
 
