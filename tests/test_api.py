@@ -283,6 +283,7 @@ def test_sweep_trains_the_members_the_command_would(trained, tmp_path):
         jm.sweep(config, {"learning_rate": ["fast"]}, tmp_path / "bad")
 
 
+@pytest.mark.heavy
 def test_lr_find_runs_the_configs_own_step():
     result = jm.lr_find("bigram", num_steps=40, repeats=2, min_lr=1.0, max_lr=100.0)
     assert result.losses_RxS.shape == (2, 40) and 1.0 <= result.suggested_lr <= 100.0

@@ -61,6 +61,7 @@ def test_existing_checkpoint_is_never_silently_overwritten(tmp_path, small_names
     train_and_evaluate(config, name, tmp_path / "w", overwrite=True)
 
 
+@pytest.mark.heavy
 def test_resume_refuses_a_different_model(tmp_path, small_names):
     config, name = tiny_config("mlp", small_names, num_steps=100, steps_per_call=100)
     train_and_evaluate(config, name, tmp_path / "w")

@@ -306,6 +306,7 @@ def test_fuzz_bytes_either_decode_or_fail_cleanly(tmp_path_factory, raw):
         assert read_words(path) == [w.strip() for w in text.splitlines() if w.strip()]
 
 
+@pytest.mark.heavy
 def test_a_cp1252_file_trains_samples_and_resumes(tmp_path):
     """Swedish names in cp1252 with config key encoding: training reads them (ö, å, ä in the
     vocabulary), sampling works, and a resumed run continues from the checkpoint."""

@@ -149,8 +149,9 @@ def fresh_samplers():
     decode.make_sampler.cache_clear()
 
 
-# the long-word case compiles every cache stage (~17 s on 2 cores): the heavy tier
-@pytest.mark.parametrize("short", [pytest.param(False, marks=pytest.mark.heavy), True])
+# compiles every cache stage of the Transformer (17-38 s on 2 cores): the heavy tier
+@pytest.mark.heavy
+@pytest.mark.parametrize("short", [False, True])
 def test_the_growing_cache_changes_no_word(short, fresh_samplers, monkeypatch):
     """2,100 words of the Transformer through four phases, the first on a cache of 2, then 4
     positions, from which it either runs on to the full cache (long words) or leaves for the

@@ -116,6 +116,7 @@ def test_mlp_tanh_saturation_equals_numpy_forward(small_names, use_batchnorm):
     assert set(row["update_ratio"]) == {"Embed_0/embedding", "Dense_0/kernel", "Dense_1/kernel"}
 
 
+@pytest.mark.heavy
 def test_training_logs_diagnostics_every_n_steps_without_changing_the_run(tmp_path, small_names):
     # checkpoints every 50 steps: the state the step-150 measurement started from is kept
     common = dict(num_steps=200, steps_per_call=50, eval_every=100, checkpoint_every=50)

@@ -41,6 +41,7 @@ def test_the_average_follows_its_formula_and_leaves_training_unchanged(tmp_path)
     chex.assert_trees_all_equal(plain.params, state.params)
 
 
+@pytest.mark.heavy
 def test_resume_keeps_the_average_bit_identical_and_commands_use_it(tmp_path):
     data = write_small_names(tmp_path)
     common = dict(num_steps=40, checkpoint_every=20, ema_decay=0.95, lr_decay_factor=1.0, **TINY)

@@ -136,6 +136,7 @@ def test_split_masses_are_the_expected_shares_of_samples(run, workdir, seed_swee
     )
 
 
+@pytest.mark.heavy
 def test_mass_on_the_command_line(workdir):
     result = run_cli("evaluate", "--workdir", str(workdir), "--mass")
     assert result.returncode == 0, result.stderr
@@ -267,6 +268,7 @@ def test_mismatched_members_and_bad_dirs_are_one_line_errors(workdir, seed_sweep
     assert "twice" in one_line_error(capsys, ["--ensemble", str(workdir), str(workdir)])
 
 
+@pytest.mark.heavy
 def test_sweep_report_reads_a_sweep_or_its_run_dirs_alike(seed_sweep, capsys):
     """scripts/sweep_report.py: grouped by a config key, each row is that member's results.json;
     the sweep directory and its members listed one by one give the same table."""

@@ -173,6 +173,7 @@ def test_a_signal_during_the_last_evaluation_resumes_to_the_same_results(tmp_pat
     assert rundir.read_metrics(tmp_path / "int")[-1]["split_loss"] == straight["loss"]
 
 
+@pytest.mark.heavy
 def test_a_signal_during_a_sweeps_evaluation_saves_and_resumes_exactly(tmp_path, monkeypatch):
     data = write_small_names(tmp_path)
     config, name = tiny_config("mlp", data, num_steps=80, eval_batch_size=256, **TINY)
@@ -245,6 +246,7 @@ def test_every_os_error_at_workdir_creation_is_one_user_error(tmp_path):
             make_dir(locked / "run")
 
 
+@pytest.mark.heavy
 def test_train_on_an_odd_workdir_is_one_line_and_exit_2(tmp_path):
     data = write_small_names(tmp_path, 200)
     for workdir in ("/proc/x", str(tmp_path / ("n" * 300))):

@@ -55,6 +55,7 @@ def test_count_bigram_has_no_learning_rate(small_names):
         lr_find(config)
 
 
+@pytest.mark.heavy
 def test_cli_prints_the_bottom_of_the_smoothed_curve_and_draws_it(tmp_path, small_names):
     pytest.importorskip("matplotlib")
     # a range wide enough for the bigram's valley to lie inside it (from 1e-3 to 1 the loss only

@@ -23,6 +23,7 @@ def assert_png(path, min_size=(200, 150)):
     assert np.unique(rgb, axis=0).shape[0] > 10, f"{path} is (nearly) blank"
 
 
+@pytest.mark.heavy
 def test_mlp_run_with_diagnostics_gets_every_picture(tmp_path, small_names):
     # n_embd 3: the embedding map goes through the PCA branch
     config, name = tiny_config(

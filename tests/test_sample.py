@@ -263,6 +263,7 @@ def test_min_len_keeps_every_word_whole_and_at_least_that_long(trained):
     assert sum(len(w) < 6 for w in plain) > 100  # the limit is what made them long
 
 
+@pytest.mark.heavy
 def test_sample_cli_new_top_and_too_few(trained, tmp_path):
     loaded = load_trained(trained)
     data = loaded.train_words | loaded.heldout_words
@@ -287,6 +288,7 @@ def test_sample_cli_new_top_and_too_few(trained, tmp_path):
     assert last.startswith("error: only ") and "6000 draws" in last
 
 
+@pytest.mark.heavy  # 10,500 words through the command: two batches of 10,000 compiled
 def test_the_cli_streams_batches_with_the_words_of_one_list(trained):
     """Past one batch (10,000 words) the command writes batch by batch; the words are those
     of `sample_words` in one list, and the summary counts every batch."""
@@ -314,6 +316,7 @@ def test_generate_batches_yields_the_first_batch_before_drawing_the_rest(trained
     )[:50]  # fmt: skip
 
 
+@pytest.mark.heavy
 def test_a_closed_pipe_ends_the_sample_command_quietly(trained):
     import subprocess
     import sys

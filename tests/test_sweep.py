@@ -370,6 +370,7 @@ def test_sigint_saves_every_member_and_resume_finishes_identically(
     assert [m["loss"] for m in record["members"]] == [m["loss"] for m in uninterrupted["members"]]
 
 
+@pytest.mark.heavy
 def test_max_parallel_beyond_memory_is_a_user_error(data, monkeypatch):
     config, _ = base(data)
     members = sweep.expand_members(config, [("learning_rate", ",".join(LRS))])

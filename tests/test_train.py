@@ -81,6 +81,7 @@ def test_mlp_learns_and_metrics_are_logged(tmp_path, small_names):
     assert ckpt.make_manager(tmp_path / "w").all_steps() == [1000, 1500]
 
 
+@pytest.mark.heavy
 def test_same_seed_gives_bit_identical_params_and_losses(tmp_path, small_names):
     def run(workdir, seed=0):
         config, name = tiny_config("mlp", small_names, num_steps=300, steps_per_call=128, seed=seed)
@@ -138,6 +139,7 @@ def test_train_step_gradient_matches_unjitted_function(small_names, use_batchnor
     chex.assert_trees_all_close(new_state.params, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.heavy
 def test_progress_bar_on_a_terminal(tmp_path):
     """On a terminal, stderr shows a tqdm bar with step, loss and steps/s."""
     import fcntl
