@@ -67,3 +67,27 @@ def test_notebook_executes(source: Path, selected, capsys):
     with capsys.disabled():
         print(f"\n{source.stem}: {seconds:.1f} s")
     assert seconds < MAX_SECONDS, f"{source.stem} took {seconds:.0f} s (budget {MAX_SECONDS} s)"
+
+
+@pytest.mark.notebooks
+def test_the_readme_from_python_block_runs_in_jupyter(selected, tmp_path):
+    """The README's "From Python" block as one cell of a notebook, executed in a Jupyter
+    kernel (ipykernel, via nbclient) from an empty directory: the API works where learners
+    work, tqdm's notebook bar included."""
+    import nbclient
+    import nbformat
+    from test_api import readme_python_block
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(readme_python_block())])
+    client = nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()  # raises CellExecutionError on any error in the cell
+    outputs = notebook.cells[0].outputs
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "'train':" in text  # the printed losses
+    assert (tmp_path / "runs" / "mlp_small" / "results.json").is_file()
