@@ -74,7 +74,10 @@ def test_every_sequence_model_decodes():
     assert DECODING == sequences
 
 
-@pytest.mark.parametrize("name", DECODING)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.heavy) if n == "transformer" else n for n in DECODING],
+)
 def test_decoded_logits_equal_the_full_forward_at_every_position(name):
     model, variables = tiny(name)
     idx_RxL = jax.random.randint(jax.random.PRNGKey(3), (R, L), 0, V)

@@ -2,6 +2,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import linen as nn
 
 from jax_makemore.layers import BatchNorm, Dropout, kaiming_normal
@@ -145,6 +146,7 @@ def test_dropout_with_a_traced_rate_equals_each_concrete_rate():
     np.testing.assert_allclose(traced, _dropout(nn.Dropout(0.33), X_DROP, True), rtol=1e-6)
 
 
+@pytest.mark.heavy
 def test_transformer_dropout_keeps_flax_dropout_streams(monkeypatch):
     """layers.Dropout keeps nn.Dropout's submodule names, so a model's masks are unchanged;
     the model with its rate traced trains on the same numbers."""

@@ -220,6 +220,7 @@ def test_a_step_too_large_for_memory_names_the_long_line_and_the_flag(tmp_path, 
     assert after == before
 
 
+@pytest.mark.heavy
 def test_a_batch_too_large_for_memory_exits_2_naming_the_batch_size(tmp_path):
     data = write_small_names(tmp_path, 300)
     before = keepsake(tmp_path / "w")
@@ -310,6 +311,7 @@ def test_packed_sweep_members_equal_packed_single_runs_and_log_events(tmp_path):
         assert events["loss/val"][-1][1] == pytest.approx(results["loss"]["val"], rel=1e-6)
 
 
+@pytest.mark.heavy
 def test_words_and_characters_seen_count_the_drawn_batches(tmp_path):
     import jax
 

@@ -61,7 +61,10 @@ def packed_logits(model, params, packed):
     )
 
 
-@pytest.mark.parametrize("name", PACKING)
+# the Transformer's packed program compiles for ~18 s on 2 cores: the heavy tier
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.heavy) if n == "transformer" else n for n in PACKING]
+)
 def test_packed_loss_and_gradients_equal_the_padded_ones(name):
     model, variables = tiny(name)
     words = np.random.default_rng(0).choice(len(WORDS), 24, replace=False)

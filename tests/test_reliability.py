@@ -70,6 +70,7 @@ def test_bad_data_files(tmp_path, capsys, content, message):
     assert message in line and str(path) in line
 
 
+@pytest.mark.heavy
 def test_one_character_file_crlf_and_dotted_lines_train_and_round_trip(tmp_path, capsys):
     one = tmp_path / "one.txt"
     one.write_bytes(b"aaa\r\naa\r\na\r\n" * 20)

@@ -202,6 +202,7 @@ def test_label_words():
     assert label_words(["a", "b", "c"], {"a"}, {"b"}) == ["in train", "in val/test", "new"]
 
 
+@pytest.mark.heavy
 def test_sample_cli_prints_words_on_stdout_and_their_summary_on_stderr(trained):
     result = run_cli("sample", "--workdir", str(trained), "--num", "7", "--seed", "3")
     assert result.returncode == 0, result.stderr
