@@ -1,6 +1,6 @@
 """The README's results table, reproduced with the project's own command on data/names.txt.
 
-Marked `slow` (several minutes on two cores): the README's test command (`pytest -m "not slow"`)
+Marked `slow` (several minutes on two cores): the README's test command (plain `pytest`)
 skips it; `.ci/run` runs it after that command, and `pytest -m slow` runs it alone.
 """
 
