@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -187,16 +187,28 @@ def apply_overrides(
 
     `model.name` is applied first and resets `config.model` to that model's defaults, so
     `--config.model.name=gru --config.model.n_embd=32` works from any config."""
-    for key, text in overrides:
+    _apply_pairs(config, overrides, _parse_value)
+
+
+def _apply_pairs(
+    config: ml_collections.ConfigDict,
+    pairs: Sequence[tuple[str, Any]],
+    convert: Callable[[str, Any, Any], Any],
+) -> None:
+    """Set each dotted key to `convert(key, value, default)`, in place; `model.name` first,
+    which resets `config.model` to that model's defaults."""
+    for key, value in pairs:
         if key == "model.name":
+            if not isinstance(value, str):
+                raise UserError(f"config key model.name={value!r}: expected a model name")
             with config.unlocked():
-                config.model = model_config(text)
-    for key, text in overrides:
+                config.model = model_config(value)
+    for key, value in pairs:
         if key == "model.name":
             continue
         node, last = _parent_node(config, key)
         with config.unlocked():
-            node[last] = _parse_value(key, text, node[last])
+            node[last] = convert(key, value, node[last])
 
 
 def _coerce_value(key: str, value: Any, default: Any) -> Any:
@@ -241,18 +253,7 @@ def apply_values(config: ml_collections.ConfigDict, values: dict[str, Any]) -> N
             flat += [(f"{key}.{k}", v) for k, v in value.items()]
         else:
             flat.append((key, value))
-    for key, value in flat:
-        if key == "model.name":
-            if not isinstance(value, str):
-                raise UserError(f"config key model.name={value!r}: expected a model name")
-            with config.unlocked():
-                config.model = model_config(value)
-    for key, value in flat:
-        if key == "model.name":
-            continue
-        node, last = _parent_node(config, key)
-        with config.unlocked():
-            node[last] = _coerce_value(key, value, node[last])
+    _apply_pairs(config, flat, _coerce_value)
 
 
 def _parent_node(config: ml_collections.ConfigDict, key: str) -> tuple[Any, str]:
