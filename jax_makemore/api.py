@@ -219,8 +219,11 @@ class Run:
         **options: Any,
     ) -> list[str]:
         """`num` words, the ones `sample --workdir W --num N --seed S ...` prints for the same
-        arguments (`max_len` 0: the longest word of the data + 10). Further keyword options
-        are the sampler's (`sample.sample_words`)."""
+        arguments. `max_len` (generated characters) and `min_len` (the whole word) draw whole
+        words within those lengths from the model's distribution renormalised over them;
+        `max_len` 0: no limit, only a cap at the longest word of the data + 10. Further
+        keyword options are the sampler's (`sample.sample_words`: `min_len`, `new`, `unique`,
+        `exclude`, `recompute`, `speedups`)."""
         from jax_makemore.sample import sample_words
 
         return sample_words(

@@ -11,11 +11,12 @@ next character). One step:
    for a model whose spec `decodes`, one decode step on its cache, which takes the last filled
    position (`cached`). Past L the buffer is cropped to its last L positions and recomputed, as
    makemore.py crops, so cached and recomputed steps give the same logits to float rounding.
-2. temperature, the end token masked while the word is shorter than `min_len`, top-k;
+2. temperature, then top-k;
 3. draw: row b at step t draws `categorical(fold_in(fold_in(key, b), t), logits)`, so a word
    depends on its own row's key only, not on which other rows share its batch;
 4. the row stops once it draws the boundary token; every row stops at `max_len` generated
-   characters (the end of the word forced there).
+   characters, the cap (length limits that condition the distribution exactly are
+   `length_limits.py`'s).
 
 Letters (see the package docstring): B words in a batch, R rows in the loop, S the state row,
 G generated positions (max_len), L the model's padded word length, V vocabulary.
@@ -55,7 +56,6 @@ class Knobs(NamedTuple):
 
     temperature: jax.Array  # float32 > 0
     top_k: jax.Array  # int32; <= 0 or >= V: no truncation
-    min_len: jax.Array  # int32: the end token is masked while the word is shorter
 
 
 def initial_state(
@@ -85,16 +85,9 @@ def top_k_logits(logits_RxV: jax.Array, top_k: jax.Array) -> jax.Array:
     return jnp.where(keep_RxV, logits_RxV, -jnp.inf)
 
 
-def shaped_logits(
-    logits_RxV: jax.Array, length: jax.Array, knobs: Knobs, boundary_id: int
-) -> jax.Array:
-    """The logits a row draws from when its word has `length` characters: divided by the
-    temperature, the end token at -inf while length < min_len, then truncated to the top k."""
+def shaped_logits(logits_RxV: jax.Array, knobs: Knobs) -> jax.Array:
+    """The logits a row draws from: divided by the temperature, then truncated to the top k."""
     logits_RxV = logits_RxV.astype(jnp.float32) / knobs.temperature
-    early = length < knobs.min_len
-    logits_RxV = logits_RxV.at[:, boundary_id].set(
-        jnp.where(early, -jnp.inf, logits_RxV[:, boundary_id])
-    )
     V = logits_RxV.shape[-1]
     truncate = (knobs.top_k > 0) & (knobs.top_k < V)  # lax.cond: no ranking work when off
     return jax.lax.cond(truncate, top_k_logits, lambda lg, _: lg, logits_RxV, knobs.top_k)
@@ -194,15 +187,14 @@ def run_steps(
 
 
 def drawing_step(
-    logits_fn: Callable, variables: Any, keys_B: jax.Array, knobs: Knobs, prefix_len: int,
-    boundary_id: int,
-) -> Callable[[Carry], tuple[jax.Array, Any]]:  # fmt: skip
-    """`step(carry) -> (drawn_R, cache)`: the logits of `logits_fn`, shaped (`shaped_logits`)
-    for words of prefix_len + t characters, drawn from each row's own key."""
+    logits_fn: Callable, variables: Any, keys_B: jax.Array, knobs: Knobs
+) -> Callable[[Carry], tuple[jax.Array, Any]]:
+    """`step(carry) -> (drawn_R, cache)`: the logits of `logits_fn`, shaped (`shaped_logits`),
+    drawn from each row's own key."""
 
     def step(c: Carry) -> tuple[jax.Array, Any]:
         logits_RxV, cache = logits_fn(variables, c)
-        logits_RxV = shaped_logits(logits_RxV, prefix_len + c.t, knobs, boundary_id)
+        logits_RxV = shaped_logits(logits_RxV, knobs)
         return draw(keys_B[c.rows_R], c.t, logits_RxV), cache
 
     return step
@@ -210,8 +202,8 @@ def drawing_step(
 
 @functools.lru_cache(maxsize=16)
 def make_sampler(
-    model: nn.Module, layout: str, input_len: int, max_len: int, start: int, prefix_len: int,
-    boundary_id: int, decode: bool = False,
+    model: nn.Module, layout: str, input_len: int, max_len: int, start: int, boundary_id: int,
+    decode: bool = False,
 ) -> Callable[..., jax.Array]:  # fmt: skip
     """A jitted `(variables, key, state_BxS, knobs) -> tokens_BxG` generator: the plain loop.
 
@@ -227,10 +219,7 @@ def make_sampler(
     def sample_tokens(variables, key, state_BxS, knobs):
         B = state_BxS.shape[0]
         keys_B = row_keys(key, B)
-        step = functools.partial(
-            drawing_step, variables=variables, keys_B=keys_B, knobs=knobs,
-            prefix_len=prefix_len, boundary_id=boundary_id,
-        )  # fmt: skip
+        step = functools.partial(drawing_step, variables=variables, keys_B=keys_B, knobs=knobs)
         cache = None
         if decode_until:
             cache = prefilled_cache(model, variables, state_BxS, start - 1 + decode_until, start)

@@ -9,13 +9,13 @@ word (`speedups=False`, the `--no_speedups` flag, runs the plain loop). A model 
 
 Options that shape the words:
 
-* `--min_len N`: the end token is masked until the word has N characters, so no word ends
-  early: each step draws from the model's next-character distribution without the end token,
-  renormalised (the words' probabilities are the model's over words of N or more characters,
-  each step's end mass spread over its other characters: not the model's distribution
-  conditioned on length >= N, which would need the mass of every continuation).
-* `--max_len N`: at most N generated characters; a word that reaches N ends there (the end
-  token forced at N).
+* `--min_len N` / `--max_len N`: no word shorter than N characters (the prefix counts) / with
+  more than N generated characters, and within them the model's distribution renormalised:
+  each word's probability is p(w) / Z over the words within the limits (exact conditioning,
+  `length_limits.py`: a window model draws from a survival table and rejects nothing; a
+  sequence model's words are drawn without limits and those outside redrawn as `--new`
+  redraws). With neither, `max_len` is only a cap (the longest word of the data + 10) where a
+  word would be cut.
 * `--new` / `--unique` / `--exclude FILE`: words that are a line of the data file, repeat an
   earlier word, or are a line of FILE are dropped and redrawn in further rounds, round r from
   `fold_in(key', r)`, so the same seed gives the same words; at most MAX_ROUNDS rounds of N
@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from jax_makemore import decode, sample_speedups
+from jax_makemore import decode, length_limits, sample_speedups
 from jax_makemore.data import Vocab, read_words
 from jax_makemore.decode import initial_state
 from jax_makemore.errors import UserError, run_cli
@@ -109,7 +109,6 @@ def generate_batches(
     temperature: float = 1.0,
     top_k: int = 0,
     prefix: str = "",
-    min_len: int = 0,
     batch_size: int = MAX_SAMPLE_BATCH,
     spec: ModelSpec | None = None,
     recompute: bool = False,
@@ -119,8 +118,8 @@ def generate_batches(
     while the next batch is already running: a caller can write them as they come, in memory
     that does not grow with `num`.
 
-    `num` words, each `prefix` + up to `max_len` generated characters and at least
-    `min_len` characters in all, from a model of `layout` that reads `input_len` positions
+    `num` words, each `prefix` + up to `max_len` generated characters (a cap: a word that
+    reaches it is cut there), from a model of `layout` that reads `input_len` positions
     (models.input_length).
 
     A sequences model whose `spec` declares `decodes` draws from its cache up to L positions,
@@ -130,17 +129,15 @@ def generate_batches(
     the batch size is the same.
     """
     check_sampling_args(vocab, num, temperature, top_k, prefix)
-    check_lengths(prefix, min_len, max_len)
+    check_lengths(prefix, 0, max_len)
     batch = min(num, batch_size)
     state_S, start = initial_state(layout, input_len, vocab, prefix, max_len)
     state_BxS = jnp.asarray(np.tile(np.asarray(state_S, np.int32), (batch, 1)))
     decodes = spec is not None and spec.decodes
     use_cache = not recompute and layout == "sequences" and decodes
     make = (sample_speedups if speedups else decode).make_sampler
-    sampler = make(
-        model, layout, input_len, max_len, start, len(prefix), vocab.boundary_id, use_cache
-    )
-    knobs = decode.Knobs(jnp.float32(temperature), jnp.int32(top_k), jnp.int32(min_len))
+    sampler = make(model, layout, input_len, max_len, start, vocab.boundary_id, use_cache)
+    knobs = decode.Knobs(jnp.float32(temperature), jnp.int32(top_k))
     num_batches = -(-num // batch)
 
     def launch(i: int) -> jax.Array:  # dispatched asynchronously: the device runs ahead
@@ -170,6 +167,7 @@ class Drawn(NamedTuple):
 
     words: list[str]
     draws: int
+    what: str = "the filters"  # the flags that rejected words
 
 
 class Tally:
@@ -177,25 +175,45 @@ class Tally:
 
     def __init__(self) -> None:
         self.draws = self.found = 0
+        self.what = "the filters"  # the flags that rejected words, for the one-line error
+
+
+class Filters(NamedTuple):
+    """What a word must pass to be kept: not `banned`, not a repeat (`unique`), and within the
+    length limits when they are met by rejection (`limits`, None: no such test)."""
+
+    banned: set[str]
+    unique: bool
+    limits: length_limits.Limits | None
+    prefix: str
+
+    def any(self) -> bool:
+        return bool(self.banned) or self.unique or self.limits is not None
+
+    def named(self) -> str:
+        """The flags that rejected words, for the one-line error."""
+        return "/".join(["--new/--exclude"] * bool(self.banned) + ["--unique"] * self.unique
+                        + ["--min_len/--max_len"] * (self.limits is not None))  # fmt: skip
 
 
 def filtered_batches(
-    round_batches, num: int, key: jax.Array, banned: set[str], unique: bool, tally: Tally
+    round_batches, num: int, key: jax.Array, filters: Filters, tally: Tally
 ) -> Iterator[list[str]]:
-    """Up to `num` words of `round_batches(key_r)` (batches of num words in all) not in
-    `banned` (and none twice if `unique`), batch by batch: round 0 from `key`, round r from
-    fold_in(key', r), at most MAX_ROUNDS rounds."""
-    seen = set(banned)
+    """Up to `num` words of `round_batches(key_r)` (batches of num words in all) that pass
+    `filters`, batch by batch: round 0 from `key`, round r from fold_in(key', r), at most
+    MAX_ROUNDS rounds."""
+    seen = set(filters.banned)
+    limits, prefix = filters.limits, filters.prefix
     salted = jax.random.fold_in(key, _REDRAW_SALT)
     for r in range(MAX_ROUNDS):
         for batch in round_batches(key if r == 0 else jax.random.fold_in(salted, r)):
             tally.draws += len(batch)
             kept = []
             for w in batch:
-                if w in seen:
+                if w in seen or (limits is not None and not limits.admits(w, prefix)):
                     continue
                 kept.append(w)
-                if unique:
+                if filters.unique:
                     seen.add(w)
                 if tally.found + len(kept) == num:
                     break
@@ -211,22 +229,42 @@ def word_batches(
     num: int,
     tally: Tally,
     *,
+    max_len: int,
+    limits: length_limits.Limits | None = None,
+    prefix: str = "",
+    temperature: float = 1.0,
+    top_k: int = 0,
     new: bool = False,
     unique: bool = False,
     exclude: Iterable[str] = (),
+    batch_size: int = MAX_SAMPLE_BATCH,
     **kw: Any,
 ) -> Iterator[list[str]]:
-    """`sample_words`'s words batch by batch as they are drawn; `tally` counts the draws."""
+    """`sample_words`'s words batch by batch as they are drawn; `tally` counts the draws.
+    `limits`: length limits (None: `max_len` is only the cap), met from the survival table
+    where the model's contexts can be listed, else by rejection."""
     banned = excluded_words(trained, new, exclude)
+    table = None
+    if limits is not None and length_limits.enumerable(trained):
+        table = length_limits.build_table(trained, prefix, limits, temperature, top_k)
+    rejecting = limits if limits is not None and table is None else None
+    filters = Filters(banned, unique, rejecting, prefix)
+    tally.what = filters.named()
 
     def round_batches(k: jax.Array) -> Iterator[list[str]]:
+        if table is not None:
+            return length_limits.conditioned_batches(
+                trained, table, k, num, prefix=prefix, batch_size=batch_size
+            )
         return generate_batches(
             trained.model, trained.variables, trained.vocab, k, num, layout=trained.layout,
-            input_len=trained.input_len, spec=trained.spec, **kw,
+            input_len=trained.input_len, spec=trained.spec, prefix=prefix,
+            max_len=max_len + (rejecting is not None),  # one more: a word past the limit shows
+            temperature=temperature, top_k=top_k, batch_size=batch_size, **kw,
         )  # fmt: skip
 
-    if banned or unique:
-        yield from filtered_batches(round_batches, num, key, banned, unique, tally)
+    if filters.any():
+        yield from filtered_batches(round_batches, num, key, filters, tally)
         return
     for batch in round_batches(key):
         tally.draws += len(batch)
@@ -235,25 +273,46 @@ def word_batches(
 
 
 def stream_words(
-    trained: LoadedModel, key: jax.Array, num: int, tally: Tally, *, max_len: int = 0, **kw: Any
+    trained: LoadedModel,
+    key: jax.Array,
+    num: int,
+    tally: Tally,
+    *,
+    max_len: int = 0,
+    min_len: int = 0,
+    prefix: str = "",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    **kw: Any,
 ) -> Iterator[list[str]]:
-    """The batches of `sample_words` (up to `num` words, fewer when the rounds run out)."""
+    """The batches of `sample_words` (up to `num` words, fewer when the rounds run out). Length
+    limits apply when `min_len` exceeds the prefix or `max_len` is given (> 0)."""
     if max_len < 0:
         raise UserError(f"--max_len must be >= 0, got {max_len}")
-    return word_batches(trained, key, num, tally, max_len=max_len or trained.default_max_len, **kw)
+    check_sampling_args(trained.vocab, num, temperature, top_k, prefix)
+    most = max_len or trained.default_max_len
+    check_lengths(prefix, min_len, most)
+    limited = max_len > 0 or min_len > len(prefix)
+    limits = length_limits.limits_for(prefix, min_len, most) if limited else None
+    return word_batches(
+        trained, key, num, tally, max_len=most, limits=limits, prefix=prefix,
+        temperature=temperature, top_k=top_k, **kw,
+    )  # fmt: skip
 
 
 def sample_drawn(trained: LoadedModel, key: jax.Array, num: int, **kw: Any) -> Drawn:
     """`sample_words`'s words (up to `num`, fewer when the rounds run out) and their draws."""
     tally = Tally()
     words = [w for batch in stream_words(trained, key, num, tally, **kw) for w in batch]
-    return Drawn(words, tally.draws)
+    return Drawn(words, tally.draws, tally.what)
 
 
-def too_few(found: int, draws: int, num: int, temperature: float, words=()) -> TooFewWords:
+def too_few(
+    found: int, draws: int, num: int, temperature: float, words=(), what: str = "the filters"
+) -> TooFewWords:
     """The one-line error of a request the rounds could not fill: how many, what to change."""
     return TooFewWords(
-        f"only {found} of {num} words passed --new/--unique/--exclude in {draws} draws "
+        f"only {found} of {num} words passed {what} in {draws} draws "
         f"({MAX_ROUNDS} rounds of {num}); ask for fewer (--num), or widen the distribution "
         f"(--temperature above {temperature}, --top_k 0)",
         list(words),
@@ -264,7 +323,7 @@ def too_few(found: int, draws: int, num: int, temperature: float, words=()) -> T
 def enough(drawn: Drawn, num: int, temperature: float) -> list[str]:
     """The words, or `TooFewWords` (one line: how many, and what to change)."""
     if len(drawn.words) < num:
-        raise too_few(len(drawn.words), drawn.draws, num, temperature, drawn.words)
+        raise too_few(len(drawn.words), drawn.draws, num, temperature, drawn.words, drawn.what)
     return drawn.words
 
 
@@ -285,9 +344,10 @@ def sample_words(
     exclude: Iterable[str] = (),
 ) -> list[str]:
     """`generate` for a trained model, which knows its own layout, input length, spec and
-    default `max_len` (0: the longest word of its data + 10): what `sample`, `train`'s printed
-    samples and the Python API all draw with, so the same key and arguments give the same
-    words. `new`: no word of the data file; `unique`: no word twice; `exclude`: none of these
+    cap (the longest word of its data + 10): what `sample`, `train`'s printed samples and the
+    Python API all draw with, so the same key and arguments give the same words. `min_len` /
+    `max_len` (> 0): whole words within the limits, from the model's distribution
+    renormalised over them (module docstring). `new`: no word of the data file; `unique`: no word twice; `exclude`: none of these
     words; the rejected ones are redrawn (module docstring). Raises `TooFewWords` (with the
     words found) when MAX_ROUNDS rounds do not give `num`."""
     drawn = sample_drawn(
@@ -360,10 +420,11 @@ def sampling_parser() -> argparse.ArgumentParser:
     add("--top_k", type=int, default=0, help="keep the k most likely characters (0: all)")
     add("--prefix", default="", help="start every word with these characters")
     add("--max_len", type=int, default=0,
-        help="at most N generated characters, the word ending there (0: longest word of the "
-        "data + 10)")  # fmt: skip
+        help="no word with more than N generated characters, drawn from the model's "
+        "distribution renormalised over the words within the limits (0: no limit; the cap is "
+        "the longest word of the data + 10)")  # fmt: skip
     add("--min_len", type=int, default=0,
-        help="no word shorter than N characters: the end token is masked until then")  # fmt: skip
+        help="no word shorter than N characters (the prefix counts), drawn as --max_len")  # fmt: skip
     add("--new", action="store_true",
         help=f"only words that are not a line of the data file, redrawn in rounds of --num "
         f"draws, at most {MAX_ROUNDS} rounds ({MAX_ROUNDS} x N draws); exit 2 if short")  # fmt: skip
@@ -416,7 +477,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
     print(f"{summary.line()}; {tally.draws} draws", file=sys.stderr)
     if tally.found < args.num:  # exit 2 when short, after the words
-        raise too_few(tally.found, tally.draws, args.num, args.temperature)
+        raise too_few(tally.found, tally.draws, args.num, args.temperature, what=tally.what)
     return 0
 
 

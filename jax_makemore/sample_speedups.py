@@ -154,8 +154,8 @@ def run_phases(
 
 @functools.lru_cache(maxsize=16)
 def make_sampler(
-    model: nn.Module, layout: str, input_len: int, max_len: int, start: int, prefix_len: int,
-    boundary_id: int, decode: bool = False,
+    model: nn.Module, layout: str, input_len: int, max_len: int, start: int, boundary_id: int,
+    decode: bool = False,
 ) -> Callable[..., jax.Array]:  # fmt: skip
     """`decode.make_sampler`'s generator, `(variables, key, state_BxS, knobs) -> tokens_BxG`,
     run in shrinking phases on a growing cache: the same words, faster for large batches."""
@@ -169,10 +169,8 @@ def make_sampler(
         sizes = [*phase_sizes(B), 0]  # 0: no phase after the last
         lengths = cache_lengths(model, variables, input_len, start, decode_until)
         lengths = lengths if len(sizes) > 2 else lengths[-1:]  # a small batch: no stages
-        step = functools.partial(
-            drawing_step, variables=variables, keys_B=row_keys(key, B), knobs=knobs,
-            prefix_len=prefix_len, boundary_id=boundary_id,
-        )  # fmt: skip
+        keys_B = row_keys(key, B)
+        step = functools.partial(drawing_step, variables=variables, keys_B=keys_B, knobs=knobs)
 
         def steps(carry: Carry, i: int, from_cache: bool, until: int) -> Carry:
             s = step(cached if from_cache else recompute)

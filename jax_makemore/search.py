@@ -12,9 +12,10 @@ length): not exact, and the result says which ran.
 
 Limits: `min_len` masks the end token for words shorter than that (the prefix counts);
 `max_len` (generated characters, 0: the model's default) forces it after that many; `new` and
-`exclude` skip words of the data file / of that set. Every model is run by a forward over the
-window or the last L positions of each prefix (`sample.next_char_logprobs`), a batch of
-prefixes per call, not on its decoding cache.
+`exclude` skip words of the data file / of that set. A sequence model whose spec decodes
+expands each prefix on its parent's decoding cache (`prefix_probs.PrefixLogprobs`: one decode
+step per prefix); other models by a forward over the window or the last L positions of each
+prefix, a batch of prefixes per call.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jax_makemore.errors import UserError
-from jax_makemore.prefix_probs import next_char_logprobs
+from jax_makemore.prefix_probs import PrefixLogprobs, next_char_logprobs
 from jax_makemore.restore import LoadedModel
 
 #: Prefixes expanded per forward.
@@ -48,6 +49,7 @@ class _Limits(NamedTuple):
     min_len: int
     max_len: int  # generated characters
     banned: frozenset[str]
+    logprobs: PrefixLogprobs  # the model's next-character log-probabilities of prefixes
 
 
 def excluded_words(trained: LoadedModel, new: bool, exclude: Iterable[str] = ()) -> set[str]:
@@ -66,7 +68,7 @@ def excluded_words(trained: LoadedModel, new: bool, exclude: Iterable[str] = ())
 def _children(trained: LoadedModel, lim: _Limits, prefixes: list[str]) -> list[np.ndarray]:
     """For each prefix, its children's -log p: the V - 1 characters, then the end token last
     (inf where the limits forbid it)."""
-    logp_PxV = next_char_logprobs(trained, prefixes)
+    logp_PxV = lim.logprobs(prefixes)
     b = trained.vocab.boundary_id
     out = []
     for prefix, logp_V in zip(prefixes, logp_PxV, strict=True):
@@ -162,14 +164,17 @@ def most_likely_search(
     max_len = max_len or trained.default_max_len
     if min_len > len(prefix) + max_len:
         raise UserError(f"--min_len {min_len} exceeds the prefix plus --max_len {max_len}")
-    lim = _Limits(prefix, min_len, max_len, frozenset(excluded_words(trained, new, exclude)))
+    banned = frozenset(excluded_words(trained, new, exclude))
+    logprobs = PrefixLogprobs(trained)
+    lim = _Limits(prefix, min_len, max_len, banned, logprobs)
+    on = "; prefixes expanded on the decoding cache" if logprobs.on_cache else ""
     words = best_first(trained, n, lim, budget)
     if words is not None:
-        how = f"exact best-first search (within {budget} expanded prefixes)"
+        how = f"exact best-first search (within {budget} expanded prefixes){on}"
         return Found(words, f"{len(words)} most likely words: {how}", True)
     width = beam_width or max(4 * n, 64)
     words = beam(trained, n, lim, width)
-    how = f"best-first search passed {budget} expanded prefixes: beam search of width {width}"
+    how = f"best-first search passed {budget} expanded prefixes: beam search of width {width}{on}"
     return Found(words, f"{len(words)} likely words (not exact): {how}", False)
 
 

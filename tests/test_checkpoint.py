@@ -112,6 +112,7 @@ def test_default_data_is_stored_as_the_package_file_not_an_absolute_path(tmp_pat
     assert ckpt.portable_data_path("names.txt") == "names.txt"  # any other path as given
 
 
+@pytest.mark.heavy
 def test_a_checkpoint_of_the_old_default_path_without_split_by_resumes(tmp_path):
     """Workdirs written before the data became package data store `<clone>/data/names.txt`,
     and none of them has split_by: they resume (same data, the word split) and are rewritten

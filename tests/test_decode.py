@@ -76,8 +76,9 @@ def test_every_sequence_model_decodes():
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=pytest.mark.heavy) if n == "transformer" else n for n in DECODING],
-)
+    [pytest.param(n, marks=pytest.mark.heavy) if n in ("transformer", "bow", "gru") else n
+     for n in DECODING],
+)  # fmt: skip
 def test_decoded_logits_equal_the_full_forward_at_every_position(name):
     model, variables = tiny(name)
     idx_RxL = jax.random.randint(jax.random.PRNGKey(3), (R, L), 0, V)
@@ -89,7 +90,10 @@ def test_decoded_logits_equal_the_full_forward_at_every_position(name):
         np.testing.assert_allclose(logits_RxV, full_RxLxV[:, t], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", DECODING)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.heavy) if n == "transformer" else n for n in DECODING],
+)
 def test_the_cache_takes_the_bytes_its_docstring_states(name):
     model, variables = tiny(name)
     for rows in (1, 7):
@@ -220,7 +224,7 @@ def tiny_mlp():
 # cache stage compiled) in the heavy tier
 @pytest.mark.parametrize(
     "name, num",
-    [("mlp", 100), ("mlp", 2100), ("gru", 100),
+    [("mlp", 100), pytest.param("mlp", 2100, marks=pytest.mark.heavy), ("gru", 100),
      pytest.param("gru", 2100, marks=pytest.mark.heavy),
      pytest.param("transformer", 100, marks=pytest.mark.heavy),
      pytest.param("transformer", 2100, marks=pytest.mark.heavy)],

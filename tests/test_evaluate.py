@@ -103,7 +103,7 @@ def test_word_nlls_in_chunks_equal_numpy_over_the_windows(workdir):
         assert nll == pytest.approx(-log_p[np.arange(len(Y)), Y].sum(), rel=1e-5)
 
 
-@pytest.mark.parametrize("run", ["mlp", "rnn"])
+@pytest.mark.parametrize("run", ["mlp", pytest.param("rnn", marks=pytest.mark.heavy)])
 def test_split_masses_are_the_expected_shares_of_samples(run, workdir, seed_sweep):
     """The mass on the training (held-out) words is the chance that one sample is a training
     (held-out) word: 8,000 samples land within 4 binomial standard deviations of it, for a

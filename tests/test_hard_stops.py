@@ -137,7 +137,9 @@ def signal_at_evaluation(monkeypatch, step: int, sig=signal.SIGTERM) -> None:
     monkeypatch.setattr(EvalWatch, "tick", tick_and_signal)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.heavy)]
+)
 def test_a_signal_during_an_evaluation_saves_and_resume_is_exact(tmp_path, monkeypatch, sig):
     data = write_small_names(tmp_path)
     config, name = tiny_config("mlp", data, num_steps=80, eval_batch_size=256, **TINY)

@@ -167,6 +167,7 @@ def test_compile_seconds_are_the_groups_in_every_slice(tmp_path):
     assert seconds[0] > 0 and seconds[0] == seconds[1] == record["groups"][0]["compile_seconds"]
 
 
+@pytest.mark.heavy
 def test_a_resumed_sweep_refuses_a_checkpoint_of_another_vocabulary(tmp_path, monkeypatch):
     data = write_small_names(tmp_path)
     config, name = sweep_config(data)

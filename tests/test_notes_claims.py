@@ -96,6 +96,7 @@ def test_tanh_of_a_standard_normal_has_std_0_6278():
     assert abs(exact.tanh_std_sampled(1_000_000) - 0.6278) < 0.005
 
 
+@pytest.mark.heavy
 def test_b1_gradient_is_zero_under_batchnorm(tmp_path):
     ds = runner.dataset(write_small_names(tmp_path), 3)
     X, Y = ds.split("train")

@@ -94,6 +94,7 @@ def test_a_blank_picture_fails_assert_png(tmp_path):
         assert_png(tmp_path / "blank.png")
 
 
+@pytest.mark.heavy
 def test_compare_draws_several_runs_in_one_picture(tmp_path, small_names, capsys):
     """--compare: two runs' curves in one PNG at --out; a directory that is not a trained run
     and an --out that is not a .png are one-line errors."""

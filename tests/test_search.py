@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+from jax_makemore import length_limits
 from jax_makemore.errors import UserError
 from jax_makemore.evaluate import score_words
+from jax_makemore.prefix_probs import PrefixLogprobs, next_char_logprobs
 from jax_makemore.restore import load_trained
 from jax_makemore.sample import sample_words
-from jax_makemore.search import most_likely, most_likely_search
+from jax_makemore.search import most_likely, most_likely_search, prefix_nll
 from jax_makemore.train import train_and_evaluate
 
 K = 4  # longest word enumerated (generated characters)
@@ -97,37 +99,116 @@ def test_search_refuses_limits_no_word_meets(loaded):
         most_likely(loaded, 0)
 
 
-def masked_probabilities(loaded, min_len, max_len):
-    """q(word) of the masked sampler, from the bigram table: each step's conditional, the end
-    token's mass spread over the others while the word is shorter than min_len; a word of
-    max_len characters ends there (probability 1)."""
-    p_VxV = np.exp(np.asarray(loaded.variables["params"]["log_probs"], np.float64))
-    p_VxV /= p_VxV.sum(axis=1, keepdims=True)
-    b, stoi = loaded.vocab.boundary_id, loaded.vocab.stoi
-    q = {}
-    for n in range(min_len, max_len + 1):
-        for chars in itertools.product("abc", repeat=n):
-            prob, prev = 1.0, b
-            for j, ch in enumerate(chars):
-                row = p_VxV[prev]
-                prob *= row[stoi[ch]] / (1 - row[b]) if j < min_len else row[stoi[ch]]
-                prev = stoi[ch]
-            q["".join(chars)] = prob * (p_VxV[prev, b] if n < max_len else 1.0)
-    return q
+def renormalised(loaded, prefix, min_len, max_len):
+    """p(word | limits) by enumeration: every word within the limits scored by evaluate
+    (exp of minus its NLL), divided by their sum. Also returns that sum, Z."""
+    p = {w: np.exp(-x) for w, x in every_word(loaded, prefix, min_len, max_len)}
+    Z = sum(p.values())
+    return {w: v / Z for w, v in p.items()}, Z
 
 
-def test_length_limits_sample_the_masked_distribution_of_the_count_bigram(count_bigram):
-    """20,000 words with 2 <= length <= 4: none outside, and their frequencies are the masked
-    sampler's exact probabilities (total variation within 2x its expected sampling noise)."""
-    loaded = count_bigram
-    N, lo, hi = 20_000, 2, 3
-    words = sample_words(loaded, jax.random.PRNGKey(0), N, min_len=lo, max_len=hi)
-    assert all(lo <= len(w) <= hi for w in words)
-    q = masked_probabilities(loaded, lo, hi)
-    assert abs(sum(q.values()) - 1) < 1e-9
+def total_variation(words, q):
+    """(TV distance of the words' frequencies from q, its expected value under sampling)."""
+    N = len(words)
     counts = {w: 0 for w in q}
     for w in words:
         counts[w] += 1
     tv = 0.5 * sum(abs(counts[w] / N - q[w]) for w in q)
     noise = 0.5 * sum(np.sqrt(2 / np.pi * q[w] * (1 - q[w]) / N) for w in q)
+    return tv, noise
+
+
+@pytest.mark.parametrize("limits", [(0, "", 2, 3), (1, "b", 3, 2), (2, "", 0, 2)])
+def test_length_limits_sample_the_renormalised_distribution(loaded, limits):
+    """20,000 words within the limits: none outside, and their frequencies are the model's
+    probabilities renormalised over the words within the limits (enumerated and scored by
+    evaluate), within 2x the expected sampling noise. The survival table's mass Z is the
+    enumerated sum (divided by the prefix's probability: the table's words follow it)."""
+    seed, prefix, lo, hi = limits
+    N = 20_000
+    words = sample_words(loaded, jax.random.PRNGKey(seed), N, prefix=prefix, min_len=lo, max_len=hi)
+    assert all(w.startswith(prefix) and lo <= len(w) <= len(prefix) + hi for w in words)
+    q, Z = renormalised(loaded, prefix, lo, hi)
+    tv, noise = total_variation(words, q)
     assert tv < 2 * noise
+    assert length_limits.enumerable(loaded)
+    table = length_limits.build_table(
+        loaded, prefix, length_limits.limits_for(prefix, lo, hi), 1.0, 0
+    )
+    np.testing.assert_allclose(table.mass, Z / np.exp(-prefix_nll(loaded, prefix)), rtol=1e-4)
+
+
+def test_the_survival_table_conditions_temperature_and_top_k_too(count_bigram):
+    """At temperature 0.5 and top-k 2 the sampler's distribution is the count table's rows
+    sharpened and truncated; within the limits it is that distribution renormalised."""
+    loaded = count_bigram
+    P = length_limits.context_probs(loaded, 0.5, 2)
+    b, itos = loaded.vocab.boundary_id, loaded.vocab.itos
+    assert np.all((P > 0).sum(axis=1) <= 2)
+
+    def prob(word):
+        prev, out = b, 1.0
+        for c in [loaded.vocab.stoi[ch] for ch in word] + [b]:
+            out, prev = out * P[prev, c], c
+        return out
+
+    words_in = ["".join(cs) for n in range(2, 4) for cs in itertools.product("abc", repeat=n)]
+    p = {w: prob(w) for w in words_in if prob(w) > 0}
+    q = {w: v / sum(p.values()) for w, v in p.items()}
+    words = sample_words(loaded, jax.random.PRNGKey(3), 20_000, min_len=2, max_len=3,
+                         temperature=0.5, top_k=2)  # fmt: skip
+    assert set(words) <= set(q)
+    tv, noise = total_variation(words, q)
+    assert tv < 2 * noise
+    assert itos[b] == "."
+
+
+def test_limits_no_word_meets_with_probability_are_one_line_errors(count_bigram):
+    with pytest.raises(UserError, match="no word of 3 to 3 generated characters"):
+        sample_words(count_bigram, jax.random.PRNGKey(0), 5, min_len=3, max_len=3, top_k=1)
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    """A small Transformer over a, b, c: a sequence model, whose state is its whole word."""
+    root = tmp_path_factory.mktemp("transformer")
+    data = _write_words(root / "abc.txt")
+    config, name = tiny_config("transformer", data, num_steps=200, steps_per_call=200,
+                               n_layer=1, n_head=2, n_embd=16)  # fmt: skip
+    train_and_evaluate(config, name, root / "w")
+    return load_trained(root / "w")
+
+
+@pytest.mark.heavy
+def test_a_sequence_model_meets_length_limits_by_rejection_and_searches_on_its_cache(transformer):
+    """The Transformer's words within the limits follow its renormalised distribution (drawn
+    without limits, those outside redrawn); best-first search expands prefixes on the decoding
+    cache and gives the enumerated most likely words, NLLs equal to evaluate's."""
+    loaded = transformer
+    assert not length_limits.enumerable(loaded)
+    words = sample_words(loaded, jax.random.PRNGKey(0), 20_000, min_len=2, max_len=3)
+    q, _ = renormalised(loaded, "", 2, 3)
+    assert all(2 <= len(w) <= 3 for w in words)
+    tv, noise = total_variation(words, q)
+    assert tv < 2 * noise
+    for limits in [dict(), dict(prefix="b", min_len=3, max_len=3)]:
+        found = most_likely_search(loaded, 12, **{"max_len": K, **limits})
+        assert found.exact and "decoding cache" in found.summary
+        expected = every_word(loaded, **limits)[:12]
+        assert [w for w, _ in found.words] == [w for w, _ in expected]
+        np.testing.assert_allclose([x for _, x in found.words], [x for _, x in expected], rtol=1e-5)
+
+
+@pytest.mark.heavy
+def test_prefix_logprobs_on_the_cache_equal_a_forward_even_when_caches_are_dropped(transformer):
+    """Expanding prefixes level by level on the cache (with room for a few caches only, so
+    that some parents' caches are dropped and recomputed by a forward) gives the forward's
+    log-probabilities, and most prefixes were stepped on a cache."""
+    loaded = transformer
+    scorer = PrefixLogprobs(loaded, cache_bytes=2 * 1024)
+    level = [""]
+    for _ in range(4):
+        got = scorer(level)
+        np.testing.assert_allclose(got, next_char_logprobs(loaded, level), atol=1e-5)
+        level = [p + c for p in level for c in "abc"]
+    assert scorer.stepped > scorer.forwarded > 0

@@ -255,6 +255,7 @@ def test_members_equal_single_train_runs(lr_sweep, data, tmp_path):
     print(f"max |member - single| split loss: {worst:.3g}")
 
 
+@pytest.mark.heavy
 def test_member_workdirs_work_with_evaluate_sample_and_resume(lr_sweep, data, tmp_path, capsys):
     from jax_makemore import sample
 
