@@ -431,7 +431,7 @@ def sampling_parser() -> argparse.ArgumentParser:
     add("--unique", action="store_true", help="no word twice (redrawn as --new)")
     add("--exclude", metavar="FILE", help="drop the words of FILE too (redrawn as --new)")
     add("--top", type=int, default=0, metavar="N",
-        help="print the N most likely words with their NLL instead of samples: exact "
+        help="print the N most likely words (not the empty one) with their NLL instead of samples: exact "
         "best-first search within a budget of expansions, else beam search (search.py)")  # fmt: skip
     add("--recompute", action="store_true",
         help="recompute the whole word at every step instead of decoding from the cache")  # fmt: skip

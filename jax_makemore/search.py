@@ -10,7 +10,8 @@ complete word; expanding more than needed keeps the order exact). When the searc
 than `budget` prefixes, it stops and beam search runs instead (`beam_width` prefixes kept per
 length): not exact, and the result says which ran.
 
-Limits: `min_len` masks the end token for words shorter than that (the prefix counts);
+Limits: `min_len` masks the end token for words shorter than that (the prefix counts; at
+least 1: the empty word is never listed);
 `max_len` (generated characters, 0: the model's default) forces it after that many; `new` and
 `exclude` skip words of the data file / of that set. A sequence model whose spec decodes
 expands each prefix on its parent's decoding cache (`prefix_probs.PrefixLogprobs`: one decode
@@ -162,6 +163,7 @@ def most_likely_search(
         raise UserError(f"--top must be > 0, got {n}")
     trained.vocab.check_known(prefix, f"--prefix {prefix!r}")
     max_len = max_len or trained.default_max_len
+    min_len = max(min_len, 1)  # a name has a character
     if min_len > len(prefix) + max_len:
         raise UserError(f"--min_len {min_len} exceeds the prefix plus --max_len {max_len}")
     banned = frozenset(excluded_words(trained, new, exclude))

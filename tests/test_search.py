@@ -51,8 +51,9 @@ def count_bigram(tmp_path_factory):
     return _trained("bigram_counts", tmp_path_factory.mktemp("counts"))
 
 
-def every_word(loaded, prefix="", min_len=0, max_len=K, new=False):
-    """(word, nll) of every word within the limits, scored by evaluate, most likely first."""
+def every_word(loaded, prefix="", min_len=1, max_len=K, new=False):
+    """(word, nll) of every word within the limits, scored by evaluate, most likely first
+    (min_len 1: the search never lists the empty word)."""
     words = [
         prefix + "".join(chars)
         for n in range(max_len + 1)
