@@ -282,6 +282,7 @@ def _autodiff_mlp(module, params, batch_stats, X, Y):
     return loss, grads, upd["batch_stats"]
 
 
+@pytest.mark.heavy
 @jax.default_matmul_precision("float32")
 def test_mlp_manual_matches_autodiff_of_the_flax_module_under_jit():
     """float32 at the default sizes (hidden 200), float32 matmuls (no TF32 on a GPU);

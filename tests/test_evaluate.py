@@ -66,6 +66,7 @@ def test_split_losses_equal_results_json(workdir):
     assert list(only_val) == ["val"]
 
 
+@pytest.mark.heavy
 def test_score_words_and_other_files(workdir, tmp_path):
     result = run_cli("evaluate", "--workdir", str(workdir), "--score", "emma", "xqzzj")
     assert result.returncode == 0, result.stderr

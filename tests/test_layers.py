@@ -124,6 +124,7 @@ def test_dropout_equals_flax_dropout_bit_for_bit():
     _bits_equal(_dropout(Dropout(1.0), X_DROP, True, key=None), jnp.zeros_like(X_DROP))
 
 
+@pytest.mark.heavy
 def test_dropout_with_a_traced_rate_equals_each_concrete_rate():
     rates = (0.0, 0.1, 0.2, 0.5, 1.0)  # 1 - rate in float32 is float32(1 - rate) for these
 

@@ -137,6 +137,7 @@ def sweep_config(data, **overrides):
     return tiny_config("mlp", data, **values)
 
 
+@pytest.mark.heavy
 def test_a_diverging_sweep_member_is_recorded_while_the_others_finish(tmp_path):
     data = write_small_names(tmp_path)
     config, name = sweep_config(data)

@@ -144,6 +144,7 @@ def test_positions_restart_at_zero_at_each_word():
     assert words_of(packed) == WORDS[:30]
 
 
+@pytest.mark.heavy
 def test_pack_rows_is_a_pure_fixed_shape_function_of_its_key():
     pack = jax.jit(pack_rows, static_argnums=(3, 4))
     keys = jax.random.split(jax.random.PRNGKey(3), 4)

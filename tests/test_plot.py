@@ -47,6 +47,7 @@ def test_mlp_run_with_diagnostics_gets_every_picture(tmp_path, small_names):
         assert_png(path)
 
 
+@pytest.mark.heavy
 def test_count_bigram_gets_the_labelled_count_matrix(tmp_path, small_names):
     config, name = tiny_config("bigram_counts", small_names)
     train_and_evaluate(config, name, tmp_path / "run")

@@ -212,6 +212,7 @@ def test_train_into_a_file_workdir(tmp_path, capsys):
     assert status == 2 and "is a file" in one_line_error(err) and a_file.read_text() == "keep me"
 
 
+@pytest.mark.heavy
 def test_resume_with_a_different_model_is_refused(trained, capsys):
     workdir, data = trained
     before = ckpt.make_manager(workdir).all_steps()

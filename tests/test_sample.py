@@ -108,8 +108,8 @@ def _ids_at(loaded, words, i):
     "temperature, top_k, other",
     [
         (1.0, 0, dict(temperature=2.0)),
-        (2.0, 0, dict(temperature=1.0)),
-        (0.5, 0, dict(temperature=1.0)),
+        pytest.param(2.0, 0, dict(temperature=1.0), marks=pytest.mark.heavy),
+        pytest.param(0.5, 0, dict(temperature=1.0), marks=pytest.mark.heavy),
         (1.0, 3, dict(top_k=0)),
     ],
 )
