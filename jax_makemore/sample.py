@@ -16,8 +16,8 @@ Options that shape the words:
   sequence model's words are drawn without limits and those outside redrawn as `--new`
   redraws). With neither, `max_len` is only a cap (the longest word of the data + 10) where a
   word would be cut.
-* `--new` / `--unique` / `--exclude FILE`: words that are a line of the data file, repeat an
-  earlier word, or are a line of FILE are dropped and redrawn in further rounds, round r from
+* `--new` / `--unique` / `--exclude FILE`: words that are a line of the data file (or empty),
+  repeat an earlier word, or are a line of FILE are dropped and redrawn in further rounds, round r from
   `fold_in(key', r)`, so the same seed gives the same words; at most MAX_ROUNDS rounds of N
   draws each (`TooFewWords` when they do not give N words).
 * `--top N`: the N most likely words instead of samples (`search.most_likely`).
@@ -426,7 +426,7 @@ def sampling_parser() -> argparse.ArgumentParser:
     add("--min_len", type=int, default=0,
         help="no word shorter than N characters (the prefix counts), drawn as --max_len")  # fmt: skip
     add("--new", action="store_true",
-        help=f"only words that are not a line of the data file, redrawn in rounds of --num "
+        help=f"only words that are not a line of the data file (nor empty), redrawn in rounds of --num "
         f"draws, at most {MAX_ROUNDS} rounds ({MAX_ROUNDS} x N draws); exit 2 if short")  # fmt: skip
     add("--unique", action="store_true", help="no word twice (redrawn as --new)")
     add("--exclude", metavar="FILE", help="drop the words of FILE too (redrawn as --new)")

@@ -54,7 +54,8 @@ class _Limits(NamedTuple):
 
 
 def excluded_words(trained: LoadedModel, new: bool, exclude: Iterable[str] = ()) -> set[str]:
-    """The words --new and --exclude drop: the data file's lines (new), and `exclude`."""
+    """The words --new and --exclude drop: the data file's lines and the empty word, which is
+    no name (new), and `exclude`."""
     out = set(exclude)
     if new:
         if trained.train_words is None or trained.heldout_words is None:
@@ -62,7 +63,7 @@ def excluded_words(trained: LoadedModel, new: bool, exclude: Iterable[str] = ())
                 f"--new needs the data file the model was trained on, and "
                 f"'{trained.config.data_path}' is missing or changed (config key data_path)"
             )
-        out |= trained.train_words | trained.heldout_words
+        out |= trained.train_words | trained.heldout_words | {""}
     return out
 
 

@@ -213,3 +213,13 @@ def test_prefix_logprobs_on_the_cache_equal_a_forward_even_when_caches_are_dropp
         np.testing.assert_allclose(got, next_char_logprobs(loaded, level), atol=1e-5)
         level = [p + c for p in level for c in "abc"]
     assert scorer.stepped > scorer.forwarded > 0
+
+
+def test_new_drops_the_empty_word_too(count_bigram):
+    """The count table gives the empty word a little mass (its smoothing): plain samples hold
+    some empty words, `new=True` none, and no line of the data file either."""
+    key = jax.random.PRNGKey(0)
+    plain = sample_words(count_bigram, key, 5_000)
+    new = sample_words(count_bigram, key, 5_000, new=True)
+    assert "" in plain and "" not in new
+    assert not set(new) & (count_bigram.train_words | count_bigram.heldout_words)
