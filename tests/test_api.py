@@ -105,6 +105,7 @@ def test_train_writes_the_commands_workdir_and_returns_its_results(trained):
     assert ckpt.has_checkpoint(workdir) and (workdir / "metrics.jsonl").is_file()
 
 
+@pytest.mark.heavy
 def test_a_workdir_with_a_checkpoint_needs_resume_or_overwrite(trained, tmp_path):
     import shutil
 
@@ -133,6 +134,7 @@ def test_sample_equals_the_sample_command_and_a_reload(trained):
     assert run.sample(10, seed=4, prefix="ma") != run.sample(10, seed=3, prefix="ma")
 
 
+@pytest.mark.heavy
 def test_most_likely_equals_sample_top_and_the_scores(trained):
     run, workdir, _ = trained
     best = run.most_likely(5, prefix="a")
@@ -258,6 +260,7 @@ def test_figures_are_the_plot_commands_pictures(trained, tmp_path):
     assert isinstance(jm.compare_figure([workdir, workdir]), Figure)
 
 
+@pytest.mark.heavy
 def test_masses_and_ensembles_equal_evaluate(trained):
     run, workdir, _ = trained
     cli = run_cli("evaluate", "--workdir", str(workdir), "--mass")
@@ -269,6 +272,7 @@ def test_masses_and_ensembles_equal_evaluate(trained):
     assert one["ensemble"] == pytest.approx(run.losses(), rel=1e-6)  # a mixture of one
 
 
+@pytest.mark.heavy
 def test_sweep_trains_the_members_the_command_would(trained, tmp_path):
     _, _, data = trained
     config = jm.get_config("bigram", data_path=str(data), num_steps=30, eval_every=30)
@@ -308,6 +312,7 @@ def test_init_is_the_state_training_starts_from(trained, tmp_path):
         fresh.metrics()
 
 
+@pytest.mark.heavy
 def test_metrics_and_diagnostics_read_the_run_directory(trained, tmp_path):
     run, workdir, data = trained
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

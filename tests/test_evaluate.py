@@ -198,6 +198,7 @@ def two_seeds(seed_sweep):
     return evaluate.ensemble_losses(seed_sweep[1], ("val", "test"))
 
 
+@pytest.mark.heavy
 def test_ensemble_of_one_is_the_single_model(workdir):
     result = run_cli("evaluate", "--ensemble", str(workdir))
     assert result.returncode == 0, result.stderr

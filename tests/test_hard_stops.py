@@ -161,6 +161,7 @@ def test_a_signal_during_an_evaluation_saves_and_resume_is_exact(tmp_path, monke
     assert split(tmp_path / "int") == split(tmp_path / "one")  # step 40's losses completed
 
 
+@pytest.mark.heavy
 def test_a_signal_during_the_last_evaluation_resumes_to_the_same_results(tmp_path, monkeypatch):
     data = write_small_names(tmp_path)
     config, name = tiny_config("mlp", data, num_steps=40, eval_batch_size=256, **TINY)

@@ -63,7 +63,11 @@ def packed_logits(model, params, packed):
 
 # the Transformer's packed program compiles for ~18 s on 2 cores: the heavy tier
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.heavy) if n == "transformer" else n for n in PACKING]
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.heavy) if n in ("transformer", "bow") else n
+        for n in PACKING
+    ],
 )
 def test_packed_loss_and_gradients_equal_the_padded_ones(name):
     model, variables = tiny(name)

@@ -163,6 +163,7 @@ def test_bad_sampling_arguments(trained, kw, message):
         _words(load_trained(trained), **kw)
 
 
+@pytest.mark.heavy
 def test_first_characters_follow_the_count_bigram_boundary_row():
     """20,000 samples of a count bigram: first-character frequencies match the model's
     boundary-token row (total-variation distance < 0.02)."""

@@ -171,6 +171,7 @@ TINY_GPT = dict(
 DROPOUT_WARMUP = [("model.dropout", "0.0,0.2"), ("warmup_steps", "0,5")]
 
 
+@pytest.mark.heavy
 def test_dropout_and_warmup_are_traced_in_one_group(data):
     config, _ = tiny_config("transformer", data, **TINY_GPT)
     groups = sweep.group_members(sweep.expand_members(config, DROPOUT_WARMUP))

@@ -181,6 +181,7 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert "\r" in shown  # redrawn in place, not printed line by line
 
 
+@pytest.mark.heavy
 def test_print_config_shows_the_resolved_config_and_help_names_the_key_form():
     from conftest import run_cli
 
