@@ -156,6 +156,7 @@ def test_a_diverging_sweep_member_is_recorded_while_the_others_finish(tmp_path):
     }
 
 
+@pytest.mark.heavy
 def test_compile_seconds_are_the_groups_in_every_slice(tmp_path):
     data = write_small_names(tmp_path)
     config, name = sweep_config(data)
