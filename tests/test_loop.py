@@ -269,6 +269,7 @@ def test_event_files_equal_metrics_and_results(tmp_path):
     assert any(tag.startswith("tanh/") and tag.endswith("/saturated") for tag in events)
 
 
+@pytest.mark.heavy
 def test_a_resume_after_a_crash_logs_each_step_once(tmp_path):
     data = write_small_names(tmp_path)
     common = dict(num_steps=120, eval_every=40, checkpoint_every=40, keep_checkpoints=5, **TINY)

@@ -85,6 +85,7 @@ def test_cli_prints_the_bottom_of_the_smoothed_curve_and_draws_it(tmp_path, smal
     assert_png(tmp_path / "lr_find.png")
 
 
+@pytest.mark.heavy
 def test_the_search_steps_with_trains_step_on_packed_rows(tmp_path, small_names):
     """lr_find trains a packed config on the rows train packs: its step is the same program
     as train's (the same jaxpr for the same state and data), and not the padded-rows one."""

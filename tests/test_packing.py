@@ -91,7 +91,11 @@ def test_packed_loss_and_gradients_equal_the_padded_ones(name):
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.heavy) if n == "transformer" else n for n in PACKING]
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.heavy) if n in ("transformer", "bow") else n
+        for n in PACKING
+    ],
 )
 def test_changing_one_word_leaves_every_other_word_of_the_row_unchanged(name):
     model, variables = tiny(name)

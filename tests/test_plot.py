@@ -209,6 +209,7 @@ def test_embedding_figure_of_a_loaded_model_places_each_character(diag_run):
     assert plot.bigram_figure_of(loaded) is None  # an mlp is not a count table
 
 
+@pytest.mark.heavy
 def test_count_bigram_figure_counts_the_training_pairs(tmp_path, small_names):
     """The count table of a loaded bigram_counts model against pairs counted here from the
     training split; the command's bigram.png (default dpi 80) is that figure saved."""

@@ -114,7 +114,7 @@ def test_fused_chunk_equals_single_steps(small_names):
     chex.assert_trees_all_close(fused.batch_stats, state.batch_stats, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("use_batchnorm", [True, False])
+@pytest.mark.parametrize("use_batchnorm", [pytest.param(True, marks=pytest.mark.heavy), False])
 def test_train_step_gradient_matches_unjitted_function(small_names, use_batchnorm):
     config, _ = tiny_config(
         "mlp", small_names, use_batchnorm=use_batchnorm, learning_rate=1.0, lr_decay_factor=1.0
